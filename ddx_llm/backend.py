@@ -1,0 +1,126 @@
+"""The backend protocol: what every backend plugin (mock, mlx, ...) provides to the core.
+
+A backend turns a validated chat request into a stream of :class:`Delta` pieces.  The core owns
+everything OpenAI-shaped (ids, chunks, the aggregate completion, SSE) so a backend never builds
+a response body itself.  The :class:`ddx_llm.host.ModelHost` calls ``load``/``unload`` and keeps
+exactly one model resident.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .registry import ModelEntry, Registry
+    from .schemas import ChatCompletionRequest, TokenLogprob
+
+
+@dataclass
+class ToolCallDelta:
+    """A piece of one tool call: the first piece of call ``index`` carries ``id`` and ``name``,
+    later pieces append to ``arguments``."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class Delta:
+    """One step of a generation.
+
+    ``content`` is new text, ``tool_calls`` new tool-call pieces, ``logprobs`` the log
+    probabilities of the tokens behind this piece (when requested), ``tokens`` how many generated
+    tokens this piece accounts for.  The last delta of a generation has ``finish_reason`` (``stop``,
+    ``length`` or ``tool_calls``) and ``usage`` set.
+    """
+
+    content: str | None = None
+    tool_calls: list[ToolCallDelta] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
+    tokens: int = 0
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+@dataclass
+class Prompt:
+    """A request prepared for generation: its exact (or estimated) token count and whatever the
+    backend wants to keep from preparing it (e.g. the token ids)."""
+
+    tokens: int
+    data: Any = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What a backend plugin's factory returns.
+
+    Attributes:
+        name: the backend's name as offered through ``ddx_llm_backends``.
+        real_model_mode: False for backends without real models (mock): any registered model id is
+            served and ``POST /v1/models/load`` answers 404 "server not in real-model mode".
+    """
+
+    name: str
+    real_model_mode: bool
+
+    def default_model(self, registry: Registry) -> str | None:
+        """The registry id to load at start-up when conf names none (None: the first entry)."""
+
+    async def load(self, entry: ModelEntry) -> Any:
+        """Load ``entry`` and return a handle for it, without blocking the event loop.
+
+        Raise :class:`ddx_llm.errors.ModelUnavailable` (with a clear ``detail``) when it cannot
+        be loaded; the host then reports the model as failed and the service stays up.
+        """
+
+    async def unload(self, handle: Any) -> None:
+        """Release the model behind ``handle`` and return its memory.  Called once, when no
+        request uses it any more."""
+
+    async def prepare(
+        self, handle: Any, entry: ModelEntry, request: ChatCompletionRequest
+    ) -> Prompt:
+        """Check that the request can be served and count its prompt tokens.
+
+        Raise :class:`ddx_llm.errors.RequestInvalid` naming a parameter the backend cannot honour.
+        The core raises ``ContextTooLong`` from the returned count.
+        """
+
+    def generate(
+        self, handle: Any, entry: ModelEntry, prompt: Prompt, request: ChatCompletionRequest
+    ) -> AsyncIterator[Delta]:
+        """Generate, yielding :class:`Delta` pieces, the last with ``finish_reason`` and ``usage``.
+
+        Must not block the event loop.  The core closes the iterator (``aclose()``) when the client
+        disconnects or the response ends early; the backend must then stop its work promptly
+        (put the cleanup in the generator's ``finally``).
+        """
+
+
+BackendFactory = Callable[["Settings", "Registry", Any], Backend]
+"""``factory(settings, registry, hook) -> Backend``, offered through ``ddx_llm_backends``."""
+
+
+def estimate_tokens(text: str) -> int:
+    """A tokenizer-free estimate of a text's token count (about four characters a token).
+
+    For backends without a tokenizer (mock); real backends count exactly.
+    """
+    return math.ceil(len(text) / 4) if text else 0

@@ -1,0 +1,184 @@
+"""Settings: ``conf/ddx-llm.toml`` and ``conf/models.toml``, overridden by ``DDX_LLM_*`` variables.
+
+The core knows only its own ``[core]`` section.  Every plugin declares its own section through the
+``ddx_llm_settings`` hook with a :class:`SectionSettings` model, so plugin options are validated at
+start-up without the core listing them.  Precedence, highest first: environment variable, the
+TOML file, the field default.  A bad value stops start-up with a :class:`ConfigError` that names
+the file, section, key and the environment variable that can set it.
+
+Relative paths in conf resolve against the folder that holds ``conf/`` (the project root).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, PositiveFloat, PositiveInt, ValidationError, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .registry import Registry
+
+CONF_DIR_ENV = "DDX_LLM_CONF_DIR"
+MAIN_FILE = "ddx-llm.toml"
+MODELS_FILE = "models.toml"
+
+
+class ConfigError(Exception):
+    """The configuration is missing or invalid; the message says exactly where."""
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
+"""A list of strings that an environment variable gives comma-separated (``a,b,c``)."""
+
+
+class SectionSettings(BaseSettings):
+    """Base class of every conf section (the core's and each plugin's).
+
+    Unknown keys are errors.  Environment variables override the file; the prefix is
+    ``DDX_LLM_<SECTION>_`` unless the subclass sets ``model_config["env_prefix"]`` itself.
+    Declare comma-separated lists with :data:`CommaList`.
+    """
+
+    model_config = SettingsConfigDict(extra="forbid", case_sensitive=False)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, **_: Any):
+        # Environment first: a deployment overrides the checked-in conf without editing it.
+        return (env_settings, init_settings)
+
+    @classmethod
+    def env_prefix_for(cls, section: str) -> str:
+        """The environment prefix of this model when used for ``section``."""
+        return cls.model_config.get("env_prefix") or f"DDX_LLM_{section.upper()}_"
+
+
+class CoreSettings(SectionSettings):
+    """The ``[core]`` section: what the core itself needs."""
+
+    model_config = SettingsConfigDict(env_prefix="DDX_LLM_")
+
+    backend: str = "mock"
+    """Name of the backend plugin that serves chat (``mock``, ``mlx``, ``omni``, ...)."""
+    use_real_model: bool = False
+    """Shortcut for ``backend = "mlx"`` (``DDX_LLM_USE_REAL_MODEL=1``) when backend is ``mock``."""
+    env: str = "dev"
+    """Deployment flavour; ``prod`` makes insecure set-ups warn louder."""
+    default_model: str | None = None
+    """Registry id loaded at start-up; default: the backend's choice, else the first entry."""
+    plugins_dir: Path = Path("plugins")
+    """Drop-in plugin folder: every ``*.py`` file and package in it is loaded as a plugin."""
+    disabled_plugins: CommaList = []
+    """Plugin names that are not loaded (built-in, entry point or drop-in)."""
+    max_body_bytes: PositiveInt = 1_048_576
+    """Largest accepted request body; larger ones get 413 ``request_too_large``."""
+    load_wait_seconds: PositiveFloat = 30.0
+    """How long a chat request waits for a model load in progress before 503 with Retry-After."""
+    models_dir: Path = Path("models/cache")
+    """Where backends keep converted or downloaded model folders."""
+    trace_hooks: bool = False
+    """Log every hook call with its arguments and result (debugging plugins)."""
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _real_model_switch(self) -> CoreSettings:
+        if self.use_real_model and self.backend == "mock":
+            self.backend = "mlx"
+        return self
+
+
+@dataclass
+class Settings:
+    """The validated configuration of one app instance."""
+
+    conf_dir: Path
+    core: CoreSettings
+    registry: Registry
+    sections: dict[str, SectionSettings] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def section(self, name: str) -> Any:
+        """The validated settings of section ``name`` (KeyError if no plugin declared it)."""
+        return self.sections[name]
+
+    def resolve_path(self, path: Path) -> Path:
+        """Resolve a path from conf against the project root (the parent of ``conf/``)."""
+        return path if path.is_absolute() else (self.conf_dir.parent / path).resolve()
+
+
+def find_conf_dir(environ: dict[str, str] | None = None) -> Path:
+    """``$DDX_LLM_CONF_DIR`` if set, else ``./conf``; raises ConfigError if it does not exist."""
+    environ = os.environ if environ is None else environ
+    conf_dir = Path(environ.get(CONF_DIR_ENV) or "conf").resolve()
+    if not conf_dir.is_dir():
+        raise ConfigError(
+            f"conf directory not found: {conf_dir} "
+            f"(run from the project folder or set {CONF_DIR_ENV})"
+        )
+    return conf_dir
+
+
+def read_toml(path: Path, *, required: bool) -> dict[str, Any]:
+    """Parse one TOML file; a missing optional file is empty, a syntax error names the file."""
+    if not path.exists():
+        if required:
+            raise ConfigError(f"{path} not found")
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def load_core(conf_dir: Path) -> Settings:
+    """Read both conf files and validate ``[core]`` and the model registry.
+
+    Plugin sections are validated later by :func:`add_sections`, once the plugins are known.
+    """
+    raw = read_toml(conf_dir / MAIN_FILE, required=False)
+    core = validate_section("core", CoreSettings, raw.get("core", {}), conf_dir / MAIN_FILE)
+    models_path = conf_dir / MODELS_FILE
+    registry = Registry.from_toml(read_toml(models_path, required=True), source=str(models_path))
+    return Settings(conf_dir=conf_dir, core=core, registry=registry, raw=raw)
+
+
+def add_sections(settings: Settings, declared: list[tuple[str, type[SectionSettings]]]) -> None:
+    """Validate each plugin-declared section and reject unknown tables in ``ddx-llm.toml``."""
+    path = settings.conf_dir / MAIN_FILE
+    for name, model in declared:
+        if name == "core" or name in settings.sections:
+            raise ConfigError(f"conf section [{name}] is declared by two plugins")
+        settings.sections[name] = validate_section(name, model, settings.raw.get(name, {}), path)
+    known = {"core", *settings.sections}
+    for name in settings.raw:
+        if name not in known and name not in settings.core.disabled_plugins:
+            raise ConfigError(
+                f"{path}: unknown section [{name}]; known sections: {', '.join(sorted(known))}"
+            )
+
+
+def validate_section(
+    name: str, model: type[SectionSettings], values: Any, path: Path
+) -> SectionSettings:
+    """Validate one section, turning pydantic's error into a message naming key and env var."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: [{name}] must be a table")
+    prefix = model.env_prefix_for(name)
+    try:
+        return model(_env_prefix=prefix, **values)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(part) for part in err["loc"]) or "(section)"
+            env = f"{prefix}{str(err['loc'][0]).upper()}" if err["loc"] else prefix
+            problems.append(f"[{name}] {key}: {err['msg']} (file {path.name} or env {env})")
+        raise ConfigError(f"invalid configuration in {path}:\n  " + "\n  ".join(problems)) from None

@@ -1,0 +1,131 @@
+"""The error family and the documented error body.
+
+Every error a client sees has the body ``{"code": str, "message": str, "detail"?: any}`` and a
+status chosen by the exception class.  Core code and plugins raise these; the ``errors`` plugin
+turns them into responses (through the ``ddx_llm_map_exception`` hook, so plugins can map their
+own exception types too).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+class LlmError(Exception):
+    """Base of every error with a documented status and code.
+
+    Args:
+        message: human-readable summary, safe for clients (never a secret, never a traceback).
+        detail: optional machine-readable detail (a string, a list of field errors, ...).
+        headers: extra response headers, e.g. ``Retry-After``.
+    """
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "llm_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        detail: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+        self.headers = dict(headers or {})
+
+    def info(self) -> ErrorInfo:
+        """The response this error maps to."""
+        return ErrorInfo(self.status, self.code, self.message, self.detail, self.headers)
+
+
+class RequestInvalid(LlmError):
+    """The request is malformed, has a wrong type, or asks for something we cannot honour."""
+
+    status = 422
+    code = "request_invalid"
+
+
+class ContextTooLong(LlmError):
+    """Prompt plus requested completion does not fit the model's context window."""
+
+    status = 422
+    code = "context_too_long"
+
+
+class ModelNotFound(LlmError):
+    """The model id is not in the registry (or the route does not apply in this mode)."""
+
+    status = 404
+    code = "model_not_found"
+
+
+class ModelUnavailable(LlmError):
+    """The model exists but cannot serve now: loading, failed, or too large for memory."""
+
+    status = 503
+    code = "model_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        if retry_after is not None:
+            self.headers.setdefault("Retry-After", str(retry_after))
+
+
+class Overloaded(ModelUnavailable):
+    """Admission control refused the request: too many are running and waiting."""
+
+    code = "overloaded"
+
+
+class RequestTooLarge(LlmError):
+    """The request body is larger than the configured limit."""
+
+    status = 413
+    code = "request_too_large"
+
+
+@dataclass
+class ErrorInfo:
+    """A mapped error: the status, the documented body fields, and extra headers."""
+
+    status: int
+    code: str
+    message: str
+    detail: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def body(self) -> dict[str, Any]:
+        """The documented ``{code, message, detail?}`` body (``detail`` omitted when None)."""
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.detail is not None:
+            body["detail"] = self.detail
+        return body
+
+
+def leaf_exception(exc: BaseException) -> BaseException:
+    """The single exception inside (nested) one-member exception groups, else ``exc`` itself.
+
+    anyio task groups wrap what their tasks raise in ``ExceptionGroup``; clients must still get
+    the status of the error that really happened.
+    """
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+INTERNAL_ERROR = "internal server error"
+
+
+def describe(exc: BaseException, hook: Any, scope: Any) -> ErrorInfo:
+    """Map ``exc`` through the ``ddx_llm_map_exception`` hook, falling back to the error family
+    (an :class:`LlmError` maps to itself) and then to 500 ``llm_error`` without details."""
+    exc = leaf_exception(exc)
+    info = hook.ddx_llm_map_exception(exc=exc, scope=scope)
+    if info is not None:
+        return info
+    if isinstance(exc, LlmError):
+        return exc.info()
+    return ErrorInfo(500, LlmError.code, INTERNAL_ERROR)

@@ -1,0 +1,276 @@
+"""The model host: one resident model, its state, and safe swaps.
+
+States: ``idle`` (nothing loaded yet) → ``loading`` → ``ready`` or ``failed``.  A swap drains the
+old model first (requests already generating finish on it, new ones wait), unloads it, then loads
+the new one — so two models are never resident at once.  Loads are serialized.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import anyio
+
+from . import events
+from .backend import Backend
+from .errors import LlmError, ModelNotFound, ModelUnavailable
+from .registry import ModelEntry, Registry
+
+logger = logging.getLogger(__name__)
+
+NOT_REAL_MODE = "server not in real-model mode"
+
+
+class ModelState(StrEnum):
+    IDLE = "idle"
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+@dataclass
+class Resident:
+    """The loaded model and the requests using it."""
+
+    entry: ModelEntry
+    handle: Any
+    leases: int = 0
+    released: anyio.Event = field(default_factory=anyio.Event)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """What a request generates with: the registry entry it asked for and the backend handle."""
+
+    entry: ModelEntry
+    handle: Any
+
+
+class ModelHost:
+    """Owns the resident model of one backend.
+
+    Args:
+        backend: the active backend.
+        registry: the model registry.
+        hook: the plugin hook relay (for observation events).
+        default_model: registry id loaded by :meth:`start`.
+        load_wait_seconds: how long a request waits for a load in progress before it gets
+            503 ``model_unavailable`` with ``Retry-After``.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        registry: Registry,
+        hook: Any,
+        *,
+        default_model: str,
+        load_wait_seconds: float = 30.0,
+    ) -> None:
+        if default_model not in registry:
+            raise ModelNotFound(f"default model {default_model!r} is not in the registry")
+        self.backend = backend
+        self.registry = registry
+        self.hook = hook
+        self.default_model = default_model
+        self.load_wait_seconds = load_wait_seconds
+        self.state = ModelState.IDLE
+        self.target: str | None = None
+        self.error: str | None = None
+        self.last_load_ms: float | None = None
+        self._resident: Resident | None = None
+        self._load_started: float | None = None
+        self._load_lock = anyio.Lock()
+        self._settled = anyio.Event()
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def model_id(self) -> str | None:
+        """The resident model, or the one being loaded or that failed."""
+        return self._resident.entry.id if self._resident else self.target
+
+    def load_elapsed_ms(self) -> float | None:
+        """Time spent on the load in progress, else the duration of the last load."""
+        if self.state is ModelState.LOADING and self._load_started is not None:
+            return round((time.monotonic() - self._load_started) * 1000, 1)
+        return self.last_load_ms
+
+    def current(self) -> dict[str, Any]:
+        """``/v1/models/current``."""
+        return {
+            "model_id": self.model_id,
+            "loaded": self.state is ModelState.READY,
+            "last_load_ms": self.last_load_ms,
+        }
+
+    # ------------------------------------------------------------------ loading
+
+    async def start(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        """Load the default model; a failure leaves the host ``failed``, never raises.
+
+        With ``task_group.start(host.start)`` the state is ``loading`` before the caller goes on,
+        so requests that arrive first wait for the model instead of failing.
+        """
+        self._begin_load(self.default_model)
+        task_status.started()
+        try:
+            await self.load(self.default_model)
+        except LlmError as exc:
+            logger.error("default model %s did not load: %s", self.default_model, exc.detail or exc)
+
+    async def load(self, model_id: str) -> dict[str, Any]:
+        """Make ``model_id`` the resident model; returns ``{swapped, load_ms, loaded}``.
+
+        Raises ModelNotFound for an unknown id (or any id when the backend has no real models) and
+        ModelUnavailable when loading fails (the host is then ``failed``; the service stays up).
+        """
+        if not self.backend.real_model_mode and self._resident is not None:
+            raise ModelNotFound("model loading is not available", detail=NOT_REAL_MODE)
+        entry = self.registry.get(model_id)
+        if entry is None:
+            raise ModelNotFound(f"model {model_id!r} is not in the registry")
+        async with self._load_lock:
+            if self._resident and self._resident.entry.id == model_id:
+                return {"swapped": False, "load_ms": 0.0, "loaded": True}
+            previous = self._resident.entry.id if self._resident else None
+            self._begin_load(model_id)
+            events.emit(self.hook, events.ModelLoading(model=model_id, previous=previous))
+            try:
+                await self._unload_resident()
+                handle = await self.backend.load(entry)
+            except LlmError as exc:
+                self._fail(model_id, str(exc.detail or exc.message))
+                raise
+            except Exception as exc:
+                self._fail(model_id, str(exc) or type(exc).__name__)
+                raise ModelUnavailable(
+                    f"model {model_id!r} failed to load", detail=str(exc)
+                ) from exc
+            except BaseException:  # cancelled, e.g. at shutdown: not the model's fault
+                self._fail(model_id, "load interrupted")
+                raise
+            load_ms = self._finish_load(entry, handle)
+        events.emit(
+            self.hook,
+            events.ModelLoaded(
+                model=model_id, seconds=load_ms / 1000, swapped=previous is not None
+            ),
+        )
+        return {"swapped": True, "load_ms": load_ms, "loaded": True}
+
+    def _begin_load(self, model_id: str) -> None:
+        self.state = ModelState.LOADING
+        self.target = model_id
+        self.error = None
+        self._load_started = time.monotonic()
+        if self._settled.is_set():  # else requests already wait on it: keep it
+            self._settled = anyio.Event()
+
+    def _finish_load(self, entry: ModelEntry, handle: Any) -> float:
+        assert self._load_started is not None
+        load_ms = round((time.monotonic() - self._load_started) * 1000, 1)
+        self._resident = Resident(entry, handle)
+        self.state = ModelState.READY
+        self.last_load_ms = load_ms
+        self._settled.set()
+        logger.info("model %s ready in %.0f ms", entry.id, load_ms)
+        return load_ms
+
+    def _fail(self, model_id: str, error: str) -> None:
+        self.state = ModelState.FAILED
+        self.error = error
+        self._settled.set()
+        logger.error("model %s failed to load: %s", model_id, error)
+        events.emit(self.hook, events.ModelFailed(model=model_id, error=error))
+
+    async def _unload_resident(self) -> None:
+        """Wait until no request uses the resident model, then unload it."""
+        resident = self._resident
+        if resident is None:
+            return
+        if resident.leases:
+            logger.info("draining %d request(s) on %s", resident.leases, resident.entry.id)
+            await resident.released.wait()
+        self._resident = None
+        with anyio.CancelScope(shield=True):
+            await self.backend.unload(resident.handle)
+        events.emit(self.hook, events.ModelUnloaded(model=resident.entry.id))
+
+    async def close(self) -> None:
+        """Unload at shutdown."""
+        async with self._load_lock:
+            await self._unload_resident()
+            self.state = ModelState.IDLE
+
+    # ------------------------------------------------------------------ serving
+
+    def resolve(self, model_id: str | None) -> ModelEntry:
+        """The registry entry a request asks for (None: the resident or default model)."""
+        wanted = model_id or self.model_id or self.default_model
+        entry = self.registry.get(wanted)
+        if entry is None:
+            raise ModelNotFound(
+                f"model {wanted!r} is not in the registry", detail="GET /v1/models lists the ids"
+            )
+        return entry
+
+    @asynccontextmanager
+    async def lease(self, entry: ModelEntry) -> AsyncIterator[Lease]:
+        """Hold the resident model for one request; waits (bounded) for a load in progress.
+
+        Raises ModelUnavailable when no model is ready in time, ModelNotFound when ``entry`` is
+        registered but another model is resident (real-model backends serve only that one).
+        """
+        queued = time.monotonic()
+        events.emit(self.hook, events.RequestQueued(model=entry.id))
+        try:
+            resident = await self._ready_resident()
+            if self.backend.real_model_mode and resident.entry.id != entry.id:
+                raise ModelNotFound(
+                    f"model {entry.id!r} is not loaded",
+                    detail=f"the loaded model is {resident.entry.id!r}; "
+                    "POST /v1/models/load to switch",
+                )
+        except LlmError as exc:
+            events.emit(self.hook, events.RequestRejected(model=entry.id, code=exc.code))
+            raise
+        if resident.leases == 0:
+            resident.released = anyio.Event()
+        resident.leases += 1
+        events.emit(
+            self.hook,
+            events.RequestStarted(model=entry.id, queue_seconds=time.monotonic() - queued),
+        )
+        try:
+            yield Lease(entry, resident.handle)
+        finally:
+            resident.leases -= 1
+            if resident.leases == 0:
+                resident.released.set()
+
+    async def _ready_resident(self) -> Resident:
+        if self.state in (ModelState.LOADING, ModelState.IDLE):
+            with anyio.move_on_after(self.load_wait_seconds):
+                await self._settled.wait()
+        if self.state is ModelState.READY and self._resident is not None:
+            return self._resident
+        if self.state is ModelState.LOADING:
+            raise ModelUnavailable(
+                f"model {self.target!r} is still loading", retry_after=self._retry_after()
+            )
+        raise ModelUnavailable(
+            "no model is ready",
+            detail=self.error or f"model state is {self.state.value}",
+            retry_after=self._retry_after(),
+        )
+
+    def _retry_after(self) -> int:
+        return max(1, math.ceil((self.last_load_ms or 5000) / 1000))

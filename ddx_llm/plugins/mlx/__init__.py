@@ -1,0 +1,1 @@
+"""The mlx backend plugin: real generation with mlx-lm."""

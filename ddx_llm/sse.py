@@ -1,0 +1,129 @@
+"""Server-sent events: stream chunks, end with ``[DONE]``, stop when the client leaves.
+
+:class:`EventStreamResponse` runs the body and a disconnect listener in one anyio task group (as
+Starlette's ``StreamingResponse`` does, but on anyio so it works on trio), and always
+``aclose()``s its source — whether the stream ended, failed, or the client disconnected — so the
+backend's ``finally`` runs and no generation is left running.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+from pydantic import BaseModel
+from starlette.types import Receive, Scope, Send
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DONE = b"data: [DONE]\n\n"
+HEADERS = {
+    "content-type": "text/event-stream; charset=utf-8",
+    "cache-control": "no-cache",
+    "x-accel-buffering": "no",
+}
+
+
+def encode_event(data: BaseModel | dict[str, Any] | str) -> bytes:
+    """One ``data: ...\\n\\n`` event; models are serialized with their own JSON rules."""
+    if isinstance(data, BaseModel):
+        payload = data.model_dump_json()
+    elif isinstance(data, dict):
+        import json
+
+        payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    else:
+        payload = data
+    return b"data: " + payload.encode() + b"\n\n"
+
+
+async def wait_for_disconnect(receive: Receive) -> None:
+    """Return when the client has disconnected (the request body must already be read)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def run_until_disconnect(
+    receive: Receive, work: Callable[[], Awaitable[T]]
+) -> tuple[T | None, bool]:
+    """Run ``work()`` and cancel it if the client disconnects first.
+
+    Returns ``(result, False)`` when the work finished, ``(None, True)`` when the client left.
+    """
+    result: T | None = None
+    completed = False
+
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            await wait_for_disconnect(receive)
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        result = await work()
+        completed = True  # a disconnect noticed after this point came after the answer
+        tg.cancel_scope.cancel()
+    return (result, False) if completed else (None, True)
+
+
+class EventStreamResponse:
+    """An ASGI response streaming ``source`` as SSE events, then ``data: [DONE]``.
+
+    Args:
+        source: async iterator of chunks (pydantic models or dicts).  It is ``aclose()``d in
+            every case.
+        error_body: turns an exception raised by ``source`` mid-stream into the error event's
+            body; the stream then sends ``data: {"error": body}`` and ``[DONE]``.
+        headers: extra response headers.
+    """
+
+    def __init__(
+        self,
+        source: AsyncIterator[Any],
+        *,
+        error_body: Callable[[Exception], dict[str, Any]],
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.source = source
+        self.error_body = error_body
+        self.headers = {**HEADERS, **(headers or {})}
+        self.disconnected = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            _, self.disconnected = await run_until_disconnect(receive, lambda: self._stream(send))
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.source.aclose()
+        if self.disconnected:
+            logger.info("client disconnected mid-stream; generation closed")
+
+    async def _stream(self, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(k.encode(), v.encode()) for k, v in self.headers.items()],
+            }
+        )
+        try:
+            async for chunk in self.source:
+                await send(
+                    {"type": "http.response.body", "body": encode_event(chunk), "more_body": True}
+                )
+        except Exception as exc:  # the headers are out: report in-band, as OpenAI does
+            body = self.error_body(exc)
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": encode_event({"error": body}),
+                    "more_body": True,
+                }
+            )
+        await send({"type": "http.response.body", "body": DONE, "more_body": False})

