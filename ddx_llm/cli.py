@@ -20,7 +20,7 @@ def _build(conf_dir: str | None):
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    """List loaded plugins (name, source, version, hooks), blocked ones, and the middleware order."""
+    """List the loaded plugins (name, source, version, hooks), disabled ones, middleware order."""
     app = _build(args.conf)
     pm = app.context.pm
     for info in pm.get_plugin_infos():
@@ -39,7 +39,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """Build the app from conf without serving: exit 0 when the configuration is valid."""
     app = _build(args.conf)
-    print(f"configuration OK: backend {app.context.backend.name}, {len(app.context.settings.registry)} models")
+    context = app.context
+    print(
+        f"configuration OK: backend {context.backend.name}, {len(context.settings.registry)} models"
+    )
     return 0
 
 

@@ -27,8 +27,14 @@ ENTRY_POINT_GROUP = "ddx_llm"
 DROPIN_PACKAGE = "ddx_llm_dropins"
 
 BUILTIN_PLUGINS: dict[str, str] = {
+    "request_id": "ddx_llm.plugins.request_id",
+    "cors": "ddx_llm.plugins.cors",
+    "metrics": "ddx_llm.plugins.metrics",
     "errors": "ddx_llm.plugins.errors",
+    "auth": "ddx_llm.plugins.auth",
     "mock": "ddx_llm.plugins.mock",
+    "mlx": "ddx_llm.plugins.mlx",
+    "omni": "ddx_llm.plugins.omni",
 }
 """Built-in plugins by name.  Their modules import nothing heavy at import time."""
 

@@ -93,7 +93,7 @@ def build_document() -> dict[str, Any]:
             "type": "string",
             "description": "`data: <chunk JSON>` events, then `data: [DONE]`",
         },
-        "itemSchema": {"$ref": REF.format(model="ChatCompletionChunk")},
+        "x-item-schema": {"$ref": REF.format(model="ChatCompletionChunk")},
     }
     health = _operation("Health", Health, tag="health")
     not_ready = _json(Readiness, "No model ready, or a plugin reports a problem")

@@ -138,7 +138,7 @@ class LiveServer:
             self._log.close()
 
     def __enter__(self) -> LiveServer:
-        return self.start()
+        return self if self.process else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
