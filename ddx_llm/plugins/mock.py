@@ -6,7 +6,7 @@ Scenarios, chosen per request with the vendor field ``"mock": {"scenario": ..., 
 - ``tool_call`` (default): the seed's canned answer, one ``get_weather`` call for Berlin,
   ``finish_reason: "tool_calls"``; streamed as OpenAI tool-call deltas.
 - ``echo``: streams the last user message back word by word, honouring ``max_tokens``
-  (``finish_reason: "length"``) and ``stop``.
+  (``finish_reason: "length"``), ``stop`` and ``logprobs`` (each word certain: log probability 0).
 - ``error``: streams two words of the echo, then fails with ``llm_error`` mid-stream (to test a
   client's error path).
 
@@ -29,7 +29,7 @@ from ddx_llm.body import validation_detail
 from ddx_llm.config import SectionSettings
 from ddx_llm.errors import LlmError, RequestInvalid
 from ddx_llm.registry import ModelEntry, Registry
-from ddx_llm.schemas import ChatCompletionRequest
+from ddx_llm.schemas import ChatCompletionRequest, TokenLogprob, TopLogprob
 
 Scenario = Literal["tool_call", "echo", "error"]
 
@@ -111,6 +111,8 @@ class MockBackend:
             generated += delta.tokens
             if delta.finish_reason:
                 delta.usage = Usage(prompt.tokens, generated)
+            elif delta.content and request.logprobs:
+                delta.logprobs = [certain(delta.content, request.top_logprobs or 0)]
             yield delta
 
 
@@ -146,6 +148,14 @@ def echo_pieces(text: str, request: ChatCompletionRequest, *, fail: bool = False
         emitted = candidate
         yield Delta(content=word, tokens=1)
     yield Delta(finish_reason="stop")
+
+
+def certain(piece: str, top: int) -> TokenLogprob:
+    """The log probability of a deterministic piece: 0.0 (probability 1), itself the only
+    alternative worth listing."""
+    data = list(piece.encode())
+    alternatives = [TopLogprob(token=piece, logprob=0.0, bytes=data)] if top else []
+    return TokenLogprob(token=piece, logprob=0.0, bytes=data, top_logprobs=alternatives)
 
 
 def last_user_text(request: ChatCompletionRequest) -> str:

@@ -271,3 +271,27 @@ async def test_routing_misses_use_the_error_shape(client, method, path, status, 
     assert set(response.json()) <= {"code", "message", "detail"}
     if status == 405:
         assert "allow" in response.headers
+
+
+async def test_echo_logprobs_are_certain_and_schema_valid(client):
+    request = {
+        "messages": [{"role": "user", "content": "sure thing"}],
+        "mock": {"scenario": "echo"},
+        "logprobs": True,
+        "top_logprobs": 2,
+    }
+    body = (await client.post(CHAT, json=request)).json()
+    validate("CreateChatCompletionResponse", body)
+    content = body["choices"][0]["logprobs"]["content"]
+    assert [item["token"] for item in content] == ["sure", " thing"]
+    assert all(
+        item["logprob"] == 0.0 and item["top_logprobs"][0]["logprob"] == 0.0 for item in content
+    )
+    assert content[1]["bytes"] == list(b" thing")
+    chunks = [
+        json.loads(p)
+        for p in sse_events((await client.post(CHAT, json={**request, "stream": True})).text)[:-1]
+    ]
+    for chunk in chunks:
+        validate("CreateChatCompletionStreamResponse", chunk)
+    assert chunks[0]["choices"][0]["logprobs"]["content"][0]["token"] == "sure"
