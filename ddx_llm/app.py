@@ -20,6 +20,7 @@ import anyio
 from starlette.routing import BaseRoute, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .admission import Admission
 from .backend import Backend
 from .config import ConfigError, Settings, add_sections, find_conf_dir, load_core
 from .host import ModelHost
@@ -98,6 +99,9 @@ def create_app(
         pm.hook,
         default_model=default_model(settings, backend),
         load_wait_seconds=settings.core.load_wait_seconds,
+        admission=Admission(
+            settings.core.max_running, settings.core.max_waiting, settings.core.max_queue_seconds
+        ),
     )
     context = AppContext(settings=settings, pm=pm, backend=backend, host=host)
     router = Router(collect_routes(settings, pm), lifespan=_lifespan(context))

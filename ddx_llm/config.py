@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PositiveFloat, PositiveInt, ValidationError, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .registry import Registry
@@ -83,6 +90,12 @@ class CoreSettings(SectionSettings):
     """Largest accepted request body; larger ones get 413 ``request_too_large``."""
     load_wait_seconds: PositiveFloat = 30.0
     """How long a chat request waits for a model load in progress before 503 with Retry-After."""
+    max_running: PositiveInt = 8
+    """Requests generating at once; more wait in the queue."""
+    max_waiting: int = Field(default=64, ge=0)
+    """Requests allowed to wait; past that, 503 ``overloaded`` with Retry-After."""
+    max_queue_seconds: PositiveFloat = 60.0
+    """Longest wait in the queue before 503 ``overloaded``."""
     models_dir: Path = Path("models/cache")
     """Where backends keep converted or downloaded model folders."""
     trace_hooks: bool = False

@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 
 from . import events
+from .admission import Admission
 from .backend import Backend
 from .errors import LlmError, ModelNotFound, ModelUnavailable
 from .registry import ModelEntry, Registry
@@ -44,6 +45,19 @@ class Resident:
     leases: int = 0
     released: anyio.Event = field(default_factory=anyio.Event)
 
+    @asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        """Count one request using this model; ``released`` is set when the count drops to 0."""
+        if self.leases == 0:
+            self.released = anyio.Event()
+        self.leases += 1
+        try:
+            yield
+        finally:
+            self.leases -= 1
+            if self.leases == 0:
+                self.released.set()
+
 
 @dataclass(frozen=True)
 class Lease:
@@ -63,6 +77,7 @@ class ModelHost:
         default_model: registry id loaded by :meth:`start`.
         load_wait_seconds: how long a request waits for a load in progress before it gets
             503 ``model_unavailable`` with ``Retry-After``.
+        admission: the limits on running and waiting requests.
     """
 
     def __init__(
@@ -73,6 +88,7 @@ class ModelHost:
         *,
         default_model: str,
         load_wait_seconds: float = 30.0,
+        admission: Admission | None = None,
     ) -> None:
         if default_model not in registry:
             raise ModelNotFound(f"default model {default_model!r} is not in the registry")
@@ -81,6 +97,7 @@ class ModelHost:
         self.hook = hook
         self.default_model = default_model
         self.load_wait_seconds = load_wait_seconds
+        self.admission = admission or Admission(max_running=8, max_waiting=64, max_queue_seconds=60)
         self.state = ModelState.IDLE
         self.target: str | None = None
         self.error: str | None = None
@@ -231,30 +248,25 @@ class ModelHost:
         """
         queued = time.monotonic()
         events.emit(self.hook, events.RequestQueued(model=entry.id))
+        started = False
         try:
-            resident = await self._ready_resident()
-            if self.backend.real_model_mode and resident.entry.id != entry.id:
-                raise ModelNotFound(
-                    f"model {entry.id!r} is not loaded",
-                    detail=f"the loaded model is {resident.entry.id!r}; "
-                    "POST /v1/models/load to switch",
-                )
+            async with self.admission.slot():
+                resident = await self._ready_resident()
+                if self.backend.real_model_mode and resident.entry.id != entry.id:
+                    raise ModelNotFound(
+                        f"model {entry.id!r} is not loaded",
+                        detail=f"the loaded model is {resident.entry.id!r}; "
+                        "POST /v1/models/load to switch",
+                    )
+                started = True
+                waited = time.monotonic() - queued
+                events.emit(self.hook, events.RequestStarted(model=entry.id, queue_seconds=waited))
+                async with resident.hold():
+                    yield Lease(entry, resident.handle)
         except LlmError as exc:
-            events.emit(self.hook, events.RequestRejected(model=entry.id, code=exc.code))
+            if not started:
+                events.emit(self.hook, events.RequestRejected(model=entry.id, code=exc.code))
             raise
-        if resident.leases == 0:
-            resident.released = anyio.Event()
-        resident.leases += 1
-        events.emit(
-            self.hook,
-            events.RequestStarted(model=entry.id, queue_seconds=time.monotonic() - queued),
-        )
-        try:
-            yield Lease(entry, resident.handle)
-        finally:
-            resident.leases -= 1
-            if resident.leases == 0:
-                resident.released.set()
 
     async def _ready_resident(self) -> Resident:
         if self.state in (ModelState.LOADING, ModelState.IDLE):

@@ -42,6 +42,7 @@ def health_body(ctx: AppContext) -> dict[str, Any]:
         "model_state": host.state.value,
         "model_load_elapsed_ms": host.load_elapsed_ms(),
         "backend": ctx.backend.name,
+        "requests": {"running": host.admission.running, "waiting": host.admission.waiting},
     }
     if host.error:
         body["model_error"] = host.error

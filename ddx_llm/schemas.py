@@ -289,6 +289,9 @@ class Health(BaseModel):
     model_load_elapsed_ms: float | None
     model_error: str | None = Omitted()
     backend: str
+    requests: dict[str, int] = Field(
+        description="Requests generating (running) and queued (waiting)"
+    )
     reasons: list[str] | None = Omitted()
 
 

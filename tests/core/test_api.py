@@ -36,6 +36,7 @@ async def test_health_and_readiness(client):
             "model_state": "ready",
             "model_load_elapsed_ms": response.json()["model_load_elapsed_ms"],
             "backend": "mock",
+            "requests": {"running": 0, "waiting": 0},
         }
     ready = await client.get("/readyz")
     assert (ready.status_code, ready.json()) == (200, {"ready": True, "reasons": []})

@@ -205,3 +205,40 @@ async def test_failed_load_degrades_then_a_good_load_recovers(conf_dir, plugin):
         health = (await client.get("/health")).json()
         assert health["status"] == "ok" and "model_error" not in health
         assert (await client.post(CHAT, json=ask())).status_code == 200
+
+
+async def test_over_capacity_gets_503_overloaded_then_recovers(conf_dir, plugin):
+    write_conf(conf_dir, {"core": {"max_running": 1, "max_waiting": 1, "max_queue_seconds": 5}})
+    plugin.backend.tokens, plugin.backend.delay = 4, 0.05
+    async with running_app(conf_dir, extra_plugins=[("gated", plugin)]) as (_, client):
+        results: list = []
+
+        async def chat():
+            results.append(await client.post(CHAT, json=ask()))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(chat)  # runs
+            await anyio.sleep(0.05)
+            tg.start_soon(chat)  # waits
+            await anyio.sleep(0.05)
+            health = (await client.get("/health")).json()
+            assert health["requests"] == {"running": 1, "waiting": 1}
+            refused = await client.post(CHAT, json=ask())  # no room to wait: refused at once
+        assert refused.status_code == 503
+        assert refused.json()["code"] == "overloaded"
+        assert int(refused.headers["retry-after"]) >= 1
+        assert [r.status_code for r in results] == [200, 200]
+        assert (await client.post(CHAT, json=ask())).status_code == 200  # recovered
+
+
+async def test_queue_wait_is_bounded(conf_dir, plugin):
+    write_conf(conf_dir, {"core": {"max_running": 1, "max_waiting": 4, "max_queue_seconds": 0.1}})
+    plugin.backend.tokens, plugin.backend.delay = 10, 0.05
+    async with running_app(conf_dir, extra_plugins=[("gated", plugin)]) as (_, client):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: client.post(CHAT, json=ask()))
+            await anyio.sleep(0.05)
+            late = await client.post(CHAT, json=ask())
+        assert late.status_code == 503
+        assert late.json()["code"] == "overloaded"
+        assert "0.1 s" in late.json()["detail"]

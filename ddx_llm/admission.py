@@ -1,0 +1,69 @@
+"""Admission control: at most ``max_running`` requests generate, at most ``max_waiting`` queue.
+
+Past the queue's size, or after ``max_queue_seconds`` in it, a request gets an immediate 503
+``overloaded`` with ``Retry-After`` instead of piling up without bound.  Waiters are served in
+arrival order (anyio's semaphore is FIFO).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+
+from .errors import Overloaded
+
+
+class Admission:
+    """Slots for generating requests and a bounded, time-limited queue for the rest."""
+
+    def __init__(self, max_running: int, max_waiting: int, max_queue_seconds: float) -> None:
+        self.max_running = max_running
+        self.max_waiting = max_waiting
+        self.max_queue_seconds = max_queue_seconds
+        self.running = 0
+        self.waiting = 0
+        self._slots = anyio.Semaphore(max_running)
+        self._mean_hold = 1.0  # seconds a request holds its slot, smoothed
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one generation slot; raises :class:`Overloaded` when the queue is full or the
+        wait exceeds ``max_queue_seconds``."""
+        if self._slots.value == 0 and self.waiting >= self.max_waiting:
+            raise Overloaded(
+                "the server is at capacity",
+                detail=f"{self.running} requests running and {self.waiting} waiting",
+                retry_after=self.retry_after(),
+            )
+        acquired = False
+        self.waiting += 1
+        try:
+            with anyio.move_on_after(self.max_queue_seconds):
+                await self._slots.acquire()
+                acquired = True
+        finally:
+            self.waiting -= 1
+        if not acquired:
+            raise Overloaded(
+                "the server is at capacity",
+                detail=f"no generation slot freed within {self.max_queue_seconds:g} s",
+                retry_after=self.retry_after(),
+            )
+        self.running += 1
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.running -= 1
+            self._slots.release()
+            self._mean_hold += 0.2 * (time.monotonic() - started - self._mean_hold)
+
+    def retry_after(self) -> int:
+        """A hint for clients: about how long the current queue takes to drain at the recent
+        pace, between 1 and 60 seconds."""
+        turns = (self.waiting + 1) / self.max_running
+        return min(60, max(1, math.ceil(turns * self._mean_hold)))
