@@ -175,5 +175,10 @@ def configure_logging(level: str) -> None:
     logger.setLevel(level.upper())
     if not root.handlers and not logger.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter(
+                "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s",
+                defaults={"request_id": "-"},  # records made outside any request
+            )
+        )
         logger.addHandler(handler)
