@@ -40,6 +40,7 @@ class AppContext:
     pm: PluginManager
     backend: Backend
     host: ModelHost
+    router: Router | None = None
     middleware: list[MiddlewareSpec] = field(default_factory=list)
     _openapi: dict[str, Any] | None = None
 
@@ -70,6 +71,9 @@ class DdxApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self
+        # Starlette's router sets this itself once reached; middleware that must match routes
+        # before that (e.g. to label a 401 with its route template) finds it here.
+        scope.setdefault("router", self.context.router)
         await self.asgi(scope, receive, send)
 
 
@@ -104,7 +108,7 @@ def create_app(
         ),
     )
     context = AppContext(settings=settings, pm=pm, backend=backend, host=host)
-    router = Router(collect_routes(settings, pm), lifespan=_lifespan(context))
+    router = context.router = Router(collect_routes(settings, pm), lifespan=_lifespan(context))
     specs = flatten_specs(pm.hook.ddx_llm_middleware(settings=settings, hook=pm.hook))
     context.middleware = specs
     asgi = build_chain(BodyLimitMiddleware(router, settings.core.max_body_bytes), specs)

@@ -146,7 +146,8 @@ def test_client_leaving_mid_stream_closes_the_generation(server, events_file, ht
     assert len(done) == 1, done
     assert done[0]["finish_reason"] == "cancelled"
     assert done[0]["completion_tokens"] < 10  # of 60: the generation stopped
-    assert done[0]["at"] - left_at < 1.0  # and it stopped promptly
+    # and promptly: well before the 6 s the whole answer takes (slack for a loaded CI machine)
+    assert done[0]["at"] - left_at < 2.5
     with httpx.Client(base_url=server.url) as client:  # the server is fine afterwards
         assert client.get("/readyz").status_code == 200
 

@@ -1,0 +1,283 @@
+"""The metrics of one app: Prometheus series, the observer feeding them, and the exposition.
+
+Every series lives in a private :class:`prometheus_client.CollectorRegistry` (never the global
+one), so several apps in one process do not mix their numbers.  The LLM series are named after
+vLLM's (``vllm:x`` → ``ddx_llm_x``) with vLLM's buckets, so a vLLM Grafana dashboard ports by
+replacing the prefix; like vLLM they carry a ``model_name`` label (registry ids: bounded).
+
+Multiprocess mode: when ``PROMETHEUS_MULTIPROC_DIR`` is set (before the process starts, as
+prometheus-client requires), values go to per-process files in that folder and the exposition
+merges all of them with ``MultiProcessCollector``.  Gauges use ``livesum``: the sum over the
+workers alive.  A worker marks itself dead at shutdown; files of workers that died without
+shutting down are reaped at the next scrape.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
+
+from ddx_llm import events, hookimpl
+from ddx_llm.config import ConfigError
+from ddx_llm.host import ModelState
+
+logger = logging.getLogger(__name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+FINISH_REASONS = ("stop", "length", "tool_calls", "cancelled", "error")
+"""The ``finished_reason`` label values; anything else a backend reports counts as ``other``."""
+
+MODEL_STATES = tuple(state.value for state in ModelState)
+STATE_OF_EVENT = {
+    events.ModelLoading: ModelState.LOADING.value,
+    events.ModelLoaded: ModelState.READY.value,
+    events.ModelFailed: ModelState.FAILED.value,
+    events.ModelUnloaded: ModelState.IDLE.value,
+}
+
+# vLLM's buckets (vllm/v1/metrics/loggers.py), kept identical so dashboards and their
+# histogram_quantile() panels read the same.
+TTFT_BUCKETS = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
+)  # fmt: skip
+ITL_BUCKETS = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
+    40.0, 80.0,
+)  # fmt: skip
+REQUEST_LATENCY_BUCKETS = (
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0,
+    240.0, 480.0, 960.0, 1920.0, 7680.0,
+)  # fmt: skip
+MODEL_LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+
+
+def multiprocess_dir() -> str | None:
+    """The multiprocess folder, or None in single-process mode.
+
+    Raises ConfigError when the variable names no folder, or when prometheus-client was imported
+    before the variable was set (its value class is chosen at import and cannot change).
+    """
+    path = os.environ.get(MULTIPROC_ENV)
+    if not path:
+        return None
+    if not os.path.isdir(path):
+        raise ConfigError(f"{MULTIPROC_ENV}={path} is not a directory; create it before starting")
+    if values.ValueClass is values.MutexValue:
+        raise ConfigError(
+            f"{MULTIPROC_ENV} was set after prometheus_client was imported; "
+            "set it in the environment of the server process"
+        )
+    return path
+
+
+class MetricsCollector:
+    """The series of one app, fed by :meth:`observe` and the HTTP middleware.
+
+    Args:
+        model_ids: the registry ids; their per-model series start at zero (and ``idle``) so
+            dashboards see them before the first request.
+        request_duration_buckets: buckets of ``ddx_llm_request_duration_seconds``.
+    """
+
+    def __init__(self, model_ids: Iterable[str], request_duration_buckets: Iterable[float]):
+        self.multiprocess_dir = multiprocess_dir()
+        self.registry = CollectorRegistry(auto_describe=True)
+        if self.multiprocess_dir:
+            # Values live in the folder; this registry only reads them back, merged.
+            self.exposed = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self.exposed, path=self.multiprocess_dir)
+        else:
+            self.exposed = self.registry
+        reg = self.registry
+        model = ["model_name"]
+
+        self.requests = Counter(
+            "ddx_llm_requests", "HTTP requests answered, by route template, method and status.",
+            ["route", "method", "status"], registry=reg,
+        )  # fmt: skip
+        self.request_duration = Histogram(
+            "ddx_llm_request_duration_seconds",
+            "HTTP request duration in seconds, until the last byte of the body (streams included).",
+            ["route", "method"], buckets=tuple(request_duration_buckets), registry=reg,
+        )  # fmt: skip
+        self.in_flight = Gauge(
+            "ddx_llm_requests_in_flight", "HTTP requests being served (this scrape included).",
+            registry=reg, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.running = Gauge(
+            "ddx_llm_num_requests_running", "Chat requests generating.",
+            model, registry=reg, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.waiting = Gauge(
+            "ddx_llm_num_requests_waiting", "Chat requests waiting for the model or a slot.",
+            model, registry=reg, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.ttft = Histogram(
+            "ddx_llm_time_to_first_token_seconds", "Time to first token in seconds.",
+            model, buckets=TTFT_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.itl = Histogram(
+            "ddx_llm_inter_token_latency_seconds", "Inter-token latency in seconds.",
+            model, buckets=ITL_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.e2e = Histogram(
+            "ddx_llm_e2e_request_latency_seconds", "End-to-end chat request latency in seconds.",
+            model, buckets=REQUEST_LATENCY_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.queue_time = Histogram(
+            "ddx_llm_request_queue_time_seconds", "Time chat requests waited before generating.",
+            model, buckets=REQUEST_LATENCY_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.prompt_tokens = Counter(
+            "ddx_llm_prompt_tokens", "Prompt tokens processed.", model, registry=reg
+        )
+        self.generation_tokens = Counter(
+            "ddx_llm_generation_tokens", "Tokens generated.", model, registry=reg
+        )
+        self.success = Counter(
+            "ddx_llm_request_success",
+            "Chat requests finished, by reason (stop, length, tool_calls, cancelled, error).",
+            ["model_name", "finished_reason"], registry=reg,
+        )  # fmt: skip
+        self.load_time = Histogram(
+            "ddx_llm_model_load_seconds", "Model load duration in seconds.",
+            model, buckets=MODEL_LOAD_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.model_state = Gauge(
+            "ddx_llm_model_state",
+            "1 for the state each model is in (idle, loading, ready, failed), else 0; "
+            "with several workers, the number of workers in that state.",
+            ["model", "state"], registry=reg, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.swaps = Counter(
+            "ddx_llm_model_swaps", "Model swaps (a load that replaced a resident model).",
+            registry=reg,
+        )  # fmt: skip
+        for model_id in model_ids:
+            self._initialise(model_id)
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            events.RequestQueued: self._queued,
+            events.RequestRejected: self._rejected,
+            events.RequestStarted: self._started,
+            events.FirstToken: lambda e: self.ttft.labels(e.model).observe(e.seconds),
+            events.TokensGenerated: self._tokens,
+            events.RequestDone: self._done,
+            events.ModelLoaded: self._loaded,
+        }
+
+    def _initialise(self, model_id: str) -> None:
+        for metric in (self.running, self.waiting, self.prompt_tokens, self.generation_tokens):
+            metric.labels(model_id)
+        for reason in FINISH_REASONS:
+            self.success.labels(model_id, reason)
+        self._set_state(model_id, ModelState.IDLE.value)
+
+    # ------------------------------------------------------------------ observation
+
+    @hookimpl
+    def ddx_llm_observe(self, event: events.Event) -> None:
+        """Update the series from one lifecycle fact; cheap and never blocking."""
+        state = STATE_OF_EVENT.get(type(event))
+        if state is not None:
+            self._set_state(event.model, state)  # type: ignore[attr-defined]
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            handler(event)
+
+    def _queued(self, event: events.RequestQueued) -> None:
+        self.waiting.labels(event.model).inc()
+
+    def _rejected(self, event: events.RequestRejected) -> None:
+        self.waiting.labels(event.model).dec()
+
+    def _started(self, event: events.RequestStarted) -> None:
+        self.waiting.labels(event.model).dec()
+        self.running.labels(event.model).inc()
+        self.queue_time.labels(event.model).observe(event.queue_seconds)
+
+    def _tokens(self, event: events.TokensGenerated) -> None:
+        if event.count <= 0:
+            return
+        per_token = event.seconds / event.count
+        itl = self.itl.labels(event.model)
+        for _ in range(event.count):
+            itl.observe(per_token)
+
+    def _done(self, event: events.RequestDone) -> None:
+        reason = event.finish_reason if event.finish_reason in FINISH_REASONS else "other"
+        self.running.labels(event.model).dec()
+        self.success.labels(event.model, reason).inc()
+        self.e2e.labels(event.model).observe(event.seconds)
+        self.prompt_tokens.labels(event.model).inc(max(event.prompt_tokens, 0))
+        self.generation_tokens.labels(event.model).inc(max(event.completion_tokens, 0))
+
+    def _loaded(self, event: events.ModelLoaded) -> None:
+        self.load_time.labels(event.model).observe(event.seconds)
+        if event.swapped:
+            self.swaps.inc()
+
+    def _set_state(self, model_id: str, state: str) -> None:
+        for candidate in MODEL_STATES:
+            self.model_state.labels(model_id, candidate).set(1 if candidate == state else 0)
+
+    @asynccontextmanager
+    async def observing(self, pm: Any) -> AsyncIterator[None]:
+        """Receive this app's events while the app runs (registered as a plugin of ``pm``).
+
+        The observation hook carries no app identity, so each app registers its own collector
+        rather than one module-level observer shared by every app in the process.
+        """
+        name = f"metrics-observer-{id(self):x}"
+        pm.register(self, name=name)
+        try:
+            yield
+        finally:
+            pm.unregister(name=name)
+            if self.multiprocess_dir:
+                multiprocess.mark_process_dead(os.getpid(), self.multiprocess_dir)
+
+    # ------------------------------------------------------------------ HTTP and exposition
+
+    def observe_http(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered HTTP request (labels must already be bounded)."""
+        self.requests.labels(route, method, str(status)).inc()
+        self.request_duration.labels(route, method).observe(seconds)
+
+    def render(self, encoder: Callable[[CollectorRegistry], bytes]) -> bytes:
+        """The exposition in ``encoder``'s format (merged over workers in multiprocess mode;
+        reads files then, so call it off the event loop)."""
+        if self.multiprocess_dir:
+            reap_dead_workers(self.multiprocess_dir)
+        return encoder(self.exposed)
+
+
+LIVE_FILE = re.compile(r"gauge_live\w+?_(\d+)\.db$")
+
+
+def reap_dead_workers(path: str) -> None:
+    """Drop the live-gauge files of processes that are gone (killed without a clean shutdown),
+    so ``livesum`` gauges count only workers alive."""
+    for file in glob.glob(os.path.join(path, "gauge_live*_*.db")):
+        match = LIVE_FILE.search(os.path.basename(file))
+        if match and not pid_alive(int(match.group(1))):
+            logger.info("metrics: reaping gauges of dead worker %s", match.group(1))
+            multiprocess.mark_process_dead(int(match.group(1)), path)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
