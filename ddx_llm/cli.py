@@ -10,6 +10,8 @@ import logging
 import sys
 from pathlib import Path
 
+from pluggy import PluginValidationError
+
 from .config import ConfigError
 
 
@@ -66,11 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     convert.add_argument("dest", help="model folder to create")
     convert.set_defaults(func=cmd_convert)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().handlers[0].setLevel(logging.WARNING)  # the app logs its start-up at INFO
     try:
         return args.func(args)
     except ConfigError as exc:
         print(f"ddx-llm: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except (ImportError, PluginValidationError) as exc:
+        print(f"ddx-llm: plugin error: {exc}", file=sys.stderr)
         return 2
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"ddx-llm: {exc}", file=sys.stderr)

@@ -9,6 +9,7 @@ their entry-point name, drop-ins by their file name without ``.py``.  Nothing ha
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 import logging
 import sys
@@ -110,6 +111,17 @@ def build_plugin_manager(
 
 def _load_entry_points(pm: PluginManager) -> None:
     before = set(pm.get_plugins())
+    for dist in importlib.metadata.distributions():
+        for ep in dist.entry_points:
+            if (
+                ep.group == ENTRY_POINT_GROUP
+                and pm.has_plugin(ep.name)
+                and not pm.is_blocked(ep.name)
+            ):
+                logger.warning(
+                    "entry point %r of %s is skipped: a plugin of that name is already loaded",
+                    ep.name, dist.metadata["name"],
+                )  # fmt: skip
     pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
     for plugin, dist in pm.list_plugin_distinfo():
         if plugin not in before:
@@ -136,6 +148,11 @@ def _load_dropins(pm: PluginManager, plugins_dir: Path) -> None:
             continue
         if pm.is_blocked(name):
             continue
+        if pm.has_plugin(name):
+            raise ImportError(
+                f"drop-in plugin {path} is named {name!r} like an already loaded plugin "
+                f"({pm.sources.get(name, 'registered')}); rename the file"
+            )
         pm.register(_import_file(name, location), name=name)
         pm.sources[name] = f"dropin {path}"
 
