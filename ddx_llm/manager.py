@@ -35,7 +35,6 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "auth": "ddx_llm.plugins.auth",
     "mock": "ddx_llm.plugins.mock",
     "mlx": "ddx_llm.plugins.mlx",
-    "omni": "ddx_llm.plugins.omni",
 }
 """Built-in plugins by name.  Their modules import nothing heavy at import time."""
 
