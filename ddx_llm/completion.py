@@ -51,7 +51,12 @@ class CompletionShaper:
         first = True
         async with aclosing(deltas):
             async for delta in deltas:
-                if delta.content is not None or delta.tool_calls or (first and delta.finish_reason):
+                if (
+                    delta.content is not None
+                    or delta.tool_calls
+                    or delta.logprobs
+                    or (first and delta.finish_reason)
+                ):
                     yield self._chunk([self._piece(delta, first)])
                     first = False
                 if delta.finish_reason:

