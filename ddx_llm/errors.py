@@ -98,10 +98,18 @@ class ErrorInfo:
     headers: dict[str, str] = field(default_factory=dict)
 
     def body(self) -> dict[str, Any]:
-        """The documented ``{code, message, detail?}`` body (``detail`` omitted when None)."""
+        """The documented ``{code, message, detail?}`` body (``detail`` omitted when None), plus
+        the same facts in OpenAI's ``error`` envelope: the OpenAI SDKs (the Node one in
+        particular) read only that, and would otherwise report "(no body)"."""
         body: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.detail is not None:
             body["detail"] = self.detail
+        body["error"] = {
+            "message": self.message,
+            "type": self.code,
+            "code": self.code,
+            "param": None,
+        }
         return body
 
 

@@ -233,12 +233,23 @@ class ChatCompletionChunk(BaseModel):
 # --------------------------------------------------------------------------- service routes
 
 
+class OpenAIErrorEnvelope(BaseModel):
+    """The same error in OpenAI's shape, for the OpenAI SDKs."""
+
+    message: str
+    type: str
+    code: str
+    param: str | None = None
+
+
 class ErrorBody(BaseModel):
-    """The body of every error response."""
+    """The body of every error response: ``code``, ``message``, optional ``detail``; ``error``
+    repeats them in OpenAI's envelope."""
 
     code: str
     message: str
     detail: Any = Omitted()
+    error: OpenAIErrorEnvelope
 
 
 class ModelCard(BaseModel):

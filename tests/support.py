@@ -69,6 +69,17 @@ async def running_app(
             yield app, client
 
 
+def documented(body: dict[str, Any]) -> dict[str, Any]:
+    """An error body without its OpenAI ``error`` envelope, after checking that the envelope
+    repeats ``code`` and ``message`` exactly."""
+    body = dict(body)
+    envelope = body.pop("error")
+    assert envelope == {
+        "message": body["message"], "type": body["code"], "code": body["code"], "param": None
+    }, envelope  # fmt: skip
+    return body
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

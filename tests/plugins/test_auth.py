@@ -12,7 +12,7 @@ import pytest
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from support import running_app, write_conf
+from support import documented, running_app, write_conf
 
 from ddx_llm import hookimpl
 from ddx_llm.config import ConfigError
@@ -78,7 +78,7 @@ async def test_a_valid_key_is_accepted_in_every_place(client, how):
 async def test_missing_key_is_401_with_challenge(client):
     response = await client.post(CHAT, json=BODY)
     assert response.status_code == 401
-    assert set(response.json()) == {"code", "message"}
+    assert set(documented(response.json())) == {"code", "message"}
     assert response.json()["code"] == "unauthorized"
     assert response.headers["www-authenticate"] == 'Bearer realm="ddx-llm"'
 
@@ -97,7 +97,7 @@ async def test_missing_key_is_401_with_challenge(client):
 async def test_wrong_key_is_401_invalid_token(client, how):
     response = await client.post(CHAT, json=BODY, **how)
     assert response.status_code == 401
-    assert response.json() == {"code": "unauthorized", "message": "invalid API key"}
+    assert documented(response.json()) == {"code": "unauthorized", "message": "invalid API key"}
     assert response.headers["www-authenticate"] == 'Bearer realm="ddx-llm", error="invalid_token"'
 
 

@@ -12,7 +12,7 @@ import time
 import anyio
 import pytest
 import redis
-from support import free_port, running_app, write_conf
+from support import documented, free_port, running_app, write_conf
 from tools.rate_limit_conf import KEYS, enable_rate_limit
 from tools.redis_server import redis_server, redis_url  # noqa: F401 (fixtures)
 
@@ -44,7 +44,7 @@ async def test_over_the_limit_answers_429_with_retry_after(conf_dir):
     assert response.status_code == 429
     retry_after = int(response.headers["retry-after"])
     assert 55 <= retry_after <= 60
-    assert response.json() == {
+    assert documented(response.json()) == {
         "code": "rate_limited",
         "message": "rate limit exceeded: 3 per 1 minute",
         "detail": {"limit": "3 per 1 minute", "retry_after": retry_after},
@@ -208,7 +208,7 @@ async def test_storage_down_fails_open_or_closed(conf_dir, fail_open, expected, 
         responses = [await client.post(CHAT, json=BODY, headers=as_("alice")) for _ in "ab"]
     assert [r.status_code for r in responses] == [expected] * 2
     if not fail_open:
-        assert responses[0].json() == {
+        assert documented(responses[0].json()) == {
             "code": "rate_limit_unavailable",
             "message": "rate limiting is unavailable",
             "detail": "the rate-limit storage does not answer",
