@@ -80,6 +80,16 @@ def documented(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the test process dies, even if it is killed, so no
+    server outlives an interrupted run (Linux only; elsewhere a no-op)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -119,7 +129,12 @@ class LiveServer:
         ]  # fmt: skip
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            command, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
+            command,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
