@@ -75,6 +75,10 @@ class Backend(Protocol):
         name: the backend's name as offered through ``ddx_llm_backends``.
         real_model_mode: False for backends without real models (mock): any registered model id is
             served and ``POST /v1/models/load`` answers 404 "server not in real-model mode".
+
+    Optional: ``async preflight(entry)`` — raise :class:`ddx_llm.errors.ModelUnavailable` when
+    ``entry`` cannot be loaded (e.g. too large for the memory).  The host calls it before it
+    drains and unloads the resident model, so a refused swap leaves the service as it was.
     """
 
     name: str

@@ -35,10 +35,12 @@ CLIENT_CLOSED = 499  # nginx's convention for "client closed request"; only metr
 async def chat_completions(request: Request) -> Response:
     ctx: AppContext = request.app.context
     chat = await read_model(request, ChatCompletionRequest)
-    entry = ctx.host.resolve(chat.model)
+    # no model named: the lease takes the model resident once any load in progress is over
+    requested = ctx.host.resolve(chat.model) if chat.model else None
     started = time.monotonic()
     stack = AsyncExitStack()
-    lease = await stack.enter_async_context(ctx.host.lease(entry))
+    lease = await stack.enter_async_context(ctx.host.lease(requested))
+    entry = lease.entry
     try:
         prompt = await ctx.backend.prepare(lease.handle, entry, chat)
         check_context(entry, prompt.tokens, chat.completion_limit)

@@ -32,6 +32,9 @@ class RequestStarted(Event):
 
     model: str
     queue_seconds: float
+    queued_model: str | None = None
+    """The model the request was counted as waiting for, when not ``model``: it named no model
+    and a swap finished while it waited."""
 
 
 @dataclass(frozen=True)

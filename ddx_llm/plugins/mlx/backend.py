@@ -1,12 +1,13 @@
 """The ``mlx`` backend: real generation with mlx-lm, one resident model in its worker thread.
 
-``load`` starts a :class:`~.worker.ModelWorker` (conversion of the bundled model and
-``mlx_lm.load`` happen on that thread, never on the event loop); ``prepare`` checks the request
-and renders the prompt with the real tokenizer in a thread (so ``Prompt.tokens`` is exact and the
-core's ``context_too_long`` check is too); ``generate`` submits a job and turns the worker's
-events into :class:`~ddx_llm.backend.Delta` pieces, parsing tool calls on the way.  Its
-``finally`` sets the job's cancel flag, so a disconnect or early close stops the worker within a
-token.
+``load`` starts a :class:`~.worker.ModelWorker`: the bundled model's conversion, the memory fit
+check and ``mlx_lm.load`` happen on that thread, never on the event loop.  ``unload`` stops it
+and waits until the model's memory is handed back (figures in ``/health`` → ``mlx.last_unload``).
+``prepare`` checks the request and renders the prompt with the real tokenizer in a thread (so
+``Prompt.tokens`` is exact and the core's ``context_too_long`` check is too); ``generate``
+submits a job to the worker's batch and turns its events into deltas.  Its ``finally`` sets the
+job's cancel flag, so a disconnect or early close removes that sequence — only that one — from
+the batch at the next step.
 
 Usage: ``prompt_tokens`` is the rendered prompt's length; ``completion_tokens`` every token the
 model generated, the end-of-turn token included (as OpenAI, vLLM and mlx-lm's server count).
@@ -16,23 +17,27 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ddx_llm.backend import Delta, Prompt, ToolCallDelta, Usage
+from ddx_llm.backend import Delta, Prompt
 from ddx_llm.errors import LlmError, ModelUnavailable
 from ddx_llm.registry import ModelEntry, Registry
-from ddx_llm.schemas import ChatCompletionRequest, TokenLogprob
+from ddx_llm.schemas import ChatCompletionRequest
 
+from . import memory
 from .bundled import BUNDLED_MODEL_ID
+from .deltas import DeltaBuilder
+from .jobs import Job
 from .prompt import check_request, render_prompt, template_messages, template_tools
 from .sampling import SamplingParams, sampling_params
-from .source import ModelSource, load_model, model_source
+from .source import ModelSource, load_model, local_folder, model_source
 from .tools import ToolCallStream
-from .worker import Failed, Finished, Job, ModelWorker, Piece
+from .worker import ModelWorker, WorkerOptions
 
 if TYPE_CHECKING:
     from ddx_llm.config import Settings
@@ -73,8 +78,24 @@ class MlxBackend:
         self.sources = {
             entry.id: model_source(entry, settings.resolve_path, models_toml) for entry in registry
         }
+        running = settings.core.max_running
+        max_batch = self.options.max_batch or running
+        if max_batch < running:
+            logger.warning(
+                "[mlx] max_batch = %d is below [core] max_running = %d: up to %d admitted "
+                "requests wait inside the worker instead of the core's bounded queue",
+                max_batch, running, running - max_batch,
+            )  # fmt: skip
+        self.worker_options = WorkerOptions(
+            max_batch=max_batch,
+            prefill_step_size=self.options.prefill_step_size,
+            prompt_cache_entries=self.options.prompt_cache_entries,
+            prompt_cache_bytes=int(self.options.prompt_cache_gb * memory.GB),
+        )
         self.handle: MlxHandle | None = None
         """The resident model (for ``/health``)."""
+        self.last_unload: dict[str, Any] | None = None
+        """Memory figures of the last unload: resident, dropped, released."""
 
     def default_model(self, registry: Registry) -> str | None:
         """The bundled SmolLM2 when it is registered: it needs no download."""
@@ -85,13 +106,13 @@ class MlxBackend:
     async def load(self, entry: ModelEntry) -> MlxHandle:
         source = self.sources[entry.id]
         loader = functools.partial(
-            load_model, source, self.models_dir, allow_download=self.options.allow_download
+            load_model,
+            source,
+            self.models_dir,
+            allow_download=self.options.allow_download,
+            headroom_gb=self.options.memory_headroom_gb,
         )
-        worker = ModelWorker(
-            loader,
-            name=f"mlx-worker[{entry.id}]",
-            prefill_step_size=self.options.prefill_step_size,
-        )
+        worker = ModelWorker(loader, f"mlx-worker[{entry.id}]", self.worker_options)
         worker.start()
         try:
             tokenizer = await anyio.to_thread.run_sync(worker.loaded.result, abandon_on_cancel=True)
@@ -100,7 +121,7 @@ class MlxBackend:
         except Exception as exc:
             raise ModelUnavailable(
                 f"model {entry.id!r} failed to load", detail=f"{type(exc).__name__}: {exc}"
-            ) from exc
+            ) from None
         finally:
             if not worker.loaded.done() or worker.loaded.exception() is not None:
                 worker.stop()  # a cancelled load: the thread exits once loading is over
@@ -108,15 +129,58 @@ class MlxBackend:
         return self.handle
 
     async def unload(self, handle: MlxHandle) -> None:
-        """Stop the worker and wait until it has dropped the model and cleared MLX's cache."""
+        """Stop the worker and wait until it has dropped the model and returned its memory."""
         if self.handle is handle:
             self.handle = None
+        resident = memory.figures()
+        started = time.monotonic()
         handle.worker.stop()
         await anyio.to_thread.run_sync(handle.worker.join)
+        unload_ms = round((time.monotonic() - started) * 1000, 1)
+        self.last_unload = {"model": handle.entry.id, "unload_ms": unload_ms, "resident": resident}
+        self.last_unload.update(handle.worker.released or {})
+        logger.info("unloaded %s: %s", handle.entry.id, self.last_unload)
 
-    def status(self) -> dict[str, Any] | None:
-        """The worker's counters for ``/health`` (None when no model is loaded)."""
-        return self.handle.worker.status() if self.handle else None
+    async def preflight(self, entry: ModelEntry) -> None:
+        """Raise ModelUnavailable when ``entry`` cannot fit even once the resident model is
+        gone — for a host that asks before unloading (the load itself checks again)."""
+        resident = self.handle.source if self.handle is not None else None
+        await anyio.to_thread.run_sync(self._check_fits, self.sources[entry.id], resident)
+
+    def _check_fits(self, source: ModelSource, resident: ModelSource | None) -> None:
+        folder = local_folder(source, self.models_dir)
+        if folder is None:
+            return  # not on this machine yet: the load converts or reports it
+        resident_folder = local_folder(resident, self.models_dir) if resident else None
+        freed = memory.weights_bytes(resident_folder) if resident_folder else 0
+        memory.check_fits(source.model_id, folder, self.options.memory_headroom_gb, freed)
+
+    def status(self) -> dict[str, Any]:
+        """``/health`` → ``mlx``: the worker's counters and heartbeat, memory figures."""
+        body: dict[str, Any] = self.handle.worker.status() if self.handle else {}
+        body["stall_seconds"] = self.options.stall_seconds
+        body["memory"] = memory.figures()
+        if self.last_unload is not None:
+            body["last_unload"] = self.last_unload
+        return body
+
+    def not_ready_reason(self) -> str | None:
+        """Why the resident model cannot serve although the host thinks it is ready: its
+        worker thread died, or a step has been running for longer than ``stall_seconds``."""
+        handle = self.handle
+        if handle is None:
+            return None
+        worker = handle.worker
+        if not worker.is_alive():
+            why = f" ({worker.crashed})" if worker.crashed else ""
+            return f"the mlx generation worker of {handle.entry.id} is not running{why}"
+        stalled = worker.stalled_for()
+        if stalled > self.options.stall_seconds:
+            return (
+                f"the mlx generation worker of {handle.entry.id} is stalled: no generation "
+                f"step for {stalled:.1f} s ([mlx] stall_seconds = {self.options.stall_seconds:g})"
+            )
+        return None
 
     # ------------------------------------------------------------------ requests
 
@@ -174,61 +238,3 @@ class MlxBackend:
                     job.cancel.set()  # the one call asked for is made: stop generating
         finally:
             job.cancel.set()
-
-
-class DeltaBuilder:
-    """Worker events → deltas: text through the tool-call parser, logprobs kept with the text
-    they belong to, and the finish delta with the finish reason and usage."""
-
-    def __init__(self, calls: ToolCallStream | None, *, want_logprobs: bool) -> None:
-        self.calls = calls
-        self.want_logprobs = want_logprobs
-        self._logprobs: list[TokenLogprob] = []
-
-    def feed(self, events: list[Any]) -> list[Delta]:
-        text, tokens = "", 0
-        finished: Finished | None = None
-        for event in events:
-            if isinstance(event, Piece):
-                text += event.text
-                tokens += event.tokens
-                self._logprobs.extend(event.logprobs or [])
-            elif isinstance(event, Finished):
-                finished = event
-            elif isinstance(event, Failed):
-                raise event.error
-        items: list[str | ToolCallDelta] = [text] if text else []
-        if self.calls is not None:
-            items = self.calls.feed(text) + (self.calls.finish() if finished else [])
-        deltas = [self._delta(item) for item in items]
-        if finished is not None:
-            deltas.append(self._finish(finished))
-        if deltas:
-            deltas[0].tokens = tokens
-        elif tokens:
-            deltas.append(Delta(tokens=tokens))  # held-back text: counted, nothing to show yet
-        return deltas
-
-    def _delta(self, item: str | ToolCallDelta) -> Delta:
-        logprobs, self._logprobs = self._logprobs, []
-        logprobs_out = logprobs if self.want_logprobs else None
-        if isinstance(item, str):
-            return Delta(content=item, logprobs=logprobs_out)
-        return Delta(tool_calls=[item], logprobs=logprobs_out)
-
-    def _finish(self, finished: Finished) -> Delta:
-        reason = finished.reason
-        made_calls = self.calls is not None and self.calls.calls > 0
-        if reason == "cancelled":
-            if not made_calls:  # only this backend cancels, and only after a single call
-                raise LlmError("the generation was cancelled")
-            reason = "stop"
-        if reason == "stop" and made_calls:
-            reason = "tool_calls"
-        delta = Delta(
-            finish_reason=reason,
-            usage=Usage(finished.prompt_tokens, finished.completion_tokens),
-        )
-        if self._logprobs and self.want_logprobs:  # logprobs of held-back tokens: keep them
-            delta.content, delta.logprobs, self._logprobs = "", self._logprobs, []
-        return delta

@@ -12,7 +12,9 @@ Mapping (mlx-lm 0.32 ``make_sampler`` / ``make_logits_processors``):
   additive definitions, negative values allowed); they look at the last
   ``[mlx] penalty_context_size`` tokens, prompt included (mlx-lm's window, not the whole output).
 - ``logit_bias`` → mlx-lm's additive bias; keys are token ids of the model's tokenizer.
-- ``seed`` → ``mx.random.seed`` in the worker just before the generation.
+- ``seed`` → the sequence's own random key (``mx.random.key(seed)``, split at every token), so a
+  seeded request samples the same tokens whether it runs alone or batched with others, and never
+  disturbs the worker's shared random state that unseeded requests draw from.
 """
 
 from __future__ import annotations
@@ -108,11 +110,32 @@ def _field(name: str, message: str) -> dict[str, str]:
 
 
 def build_sampler(params: SamplingParams) -> Any:
-    """mlx-lm's sampler for ``params`` (call in the worker thread)."""
+    """mlx-lm's sampler for ``params``, or a seeded one of the same definition (call in the
+    worker thread: the arrays it makes belong to that thread)."""
     from mlx_lm.sample_utils import make_sampler
 
     top_p = params.top_p if params.top_p < 1.0 else 0.0  # 0 switches mlx-lm's top-p off
-    return make_sampler(temp=params.temperature, top_p=top_p)
+    if params.seed is None or params.temperature == 0:
+        return make_sampler(temp=params.temperature, top_p=top_p)
+    return seeded_sampler(params.seed, params.temperature, top_p)
+
+
+def seeded_sampler(seed: int, temperature: float, top_p: float) -> Any:
+    """mlx-lm's categorical sampling (top-p on the untempered distribution, then the
+    temperature) drawing from a private key chain that starts at ``seed``."""
+    import mlx.core as mx
+    from mlx_lm.sample_utils import apply_top_p
+
+    key = mx.random.key(seed)
+
+    def sample(logprobs: Any) -> Any:
+        nonlocal key
+        key, draw = mx.random.split(key)
+        if 0 < top_p < 1:
+            logprobs = apply_top_p(logprobs, top_p)
+        return mx.random.categorical(logprobs * (1.0 / temperature), key=draw)
+
+    return sample
 
 
 def build_processors(params: SamplingParams) -> list[Any]:

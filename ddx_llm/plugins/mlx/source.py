@@ -115,16 +115,54 @@ def model_folder(source: ModelSource, models_dir: Path, *, allow_download: bool)
         ) from None
 
 
-def load_model(source: ModelSource, models_dir: Path, *, allow_download: bool) -> tuple[Any, Any]:
+def local_folder(source: ModelSource, models_dir: Path) -> Path | None:
+    """The model's folder when it is already on this machine (nothing converted or
+    downloaded), else None."""
+    if source.bundled is not None:
+        folder = models_dir / source.bundled
+        return folder if (folder / "config.json").is_file() else None
+    if source.path is not None:
+        return source.path if (source.path / "config.json").is_file() else None
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(source.hub_id, local_files_only=True))
+    except Exception:  # not cached, or hub tooling missing: nothing to measure
+        return None
+
+
+def load_model(
+    source: ModelSource,
+    models_dir: Path,
+    *,
+    allow_download: bool,
+    headroom_gb: float | None = None,
+) -> tuple[Any, Any]:
     """``(model, tokenizer)`` loaded by ``mlx_lm.load`` with weights evaluated (not lazy), on
-    the calling thread."""
+    the calling thread.
+
+    With ``headroom_gb`` set, a local model folder is first checked against the memory
+    available (:func:`.memory.check_fits`): a model that does not fit is refused with
+    ModelUnavailable before anything is loaded.
+    """
     from mlx_lm import load
 
     folder = model_folder(source, models_dir, allow_download=allow_download)
+    if headroom_gb is not None and Path(folder).is_dir():
+        from .memory import check_fits
+
+        check_fits(source.model_id, Path(folder), headroom_gb)
     logger.info("loading %s from %s", source.model_id, folder)
-    model, tokenizer = load(
-        folder,
-        tokenizer_config=source.tokenizer_config or None,
-        model_config=source.model_config or None,
-    )
+    try:
+        model, tokenizer = load(
+            folder,
+            tokenizer_config=source.tokenizer_config or None,
+            model_config=source.model_config or None,
+        )
+    except Exception as exc:  # corrupt weights, a bad config.json, an unknown architecture...
+        logger.warning("loading %s from %s failed", source.model_id, folder, exc_info=True)
+        raise ModelUnavailable(
+            f"model {source.model_id!r} failed to load",
+            detail=f"{folder}: {type(exc).__name__}: {exc}",
+        ) from exc
     return model, tokenizer

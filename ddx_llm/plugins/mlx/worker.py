@@ -1,24 +1,24 @@
 """The MLX worker: one thread that loads one model and runs every generation on it.
 
 MLX streams, lazy arrays and the random generator belong to the thread that made them (mlx
-0.32), so a single long-lived thread does all MLX work: it loads the model, seeds, builds the
-sampler, runs ``mlx_lm.stream_generate`` on a stream it created, and converts results to plain
-Python values before handing them over.  It lives as long as the model is resident; stopping it
-drops the model, clears MLX's buffer cache and its streams (``mx.clear_streams()``, without which
-the process may abort at exit).
+0.32), so a single long-lived thread does all MLX work: it loads the model, creates its stream,
+and drives the :class:`~.engine.BatchEngine` (continuous batching of every running request).
+Results leave it as plain Python values on each :class:`~.jobs.Job`'s queue.
 
-Hand-over never blocks the worker: each :class:`Job` has a thread-safe queue of events
-(:class:`Piece`, then one :class:`Finished` or :class:`Failed`), which the request drains from
-the event loop side with ``anyio.to_thread.run_sync(job.wait)``.  A slow or vanished client can
-therefore never stall the generation of others (or of itself).  Cancelling is a flag
-(``job.cancel``), checked after every token and during prompt processing: a closed request
-stops its generation within one token.  The worker always ends a job with ``Finished`` —
-reason ``cancelled`` if the flag stopped it.
+Heartbeat: ``last_step`` is stamped after every scheduler step; while sequences are in the batch,
+:meth:`ModelWorker.stalled_for` is the time since then — a step stuck in MLX, a deadlock, a
+wedged device all show as a growing number, which the plugin's readiness hook turns into
+``/readyz`` 503 past ``[mlx] stall_seconds``.
+
+Stopping (unload) ends the loop: sequences still in the batch fail with ``model_unavailable``
+(the host drains requests before unloading, so normally there are none), the engine drops the
+model, its generator and its prompt cache, and :func:`.memory.release` hands the memory back
+(figures before and after are kept in :attr:`ModelWorker.released`).  The thread's last act is
+``mx.clear_streams()``, without which the process may abort at exit.
 """
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import queue
@@ -29,78 +29,24 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from ddx_llm.errors import LlmError, ModelUnavailable
-from ddx_llm.schemas import TokenLogprob
+from ddx_llm.errors import ModelUnavailable
 
-from .logprobs import TokenTexts, token_logprob
-from .sampling import SamplingParams, build_processors, build_sampler
-from .stops import StopMatcher
+from . import memory
+from .engine import BatchEngine
+from .jobs import Failed, Job
+from .prompt_cache import PromptCache
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class Piece:
-    """Text released by one generated token (may be empty while a stop string could still
-    match), and that token's log probability when asked for."""
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How the worker batches and caches (from ``[mlx]``)."""
 
-    text: str
-    tokens: int = 1
-    logprobs: list[TokenLogprob] | None = None
-
-
-@dataclass
-class Finished:
-    """The generation ended: ``reason`` is ``stop`` (end of turn or a stop string), ``length``
-    or ``cancelled``.  ``completion_tokens`` counts every generated token, the end-of-turn
-    token included."""
-
-    reason: str
-    prompt_tokens: int
-    completion_tokens: int
-
-
-@dataclass
-class Failed:
-    error: BaseException
-
-
-Event = Piece | Finished | Failed
-
-
-class _Cancelled(Exception):
-    """Raised from the prompt-progress callback to abandon prompt processing."""
-
-
-class Job:
-    """One generation request: prompt token ids, sampling parameters, a cancel flag and the
-    queue of events the worker posts for it."""
-
-    def __init__(self, tokens: list[int], params: SamplingParams) -> None:
-        self.tokens = tokens
-        self.params = params
-        self.cancel = threading.Event()
-        self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
-        self._worker: ModelWorker | None = None
-
-    def post(self, event: Event) -> None:
-        self._events.put(event)
-
-    def wait(self, poll: float = 0.25) -> list[Event]:
-        """Block until at least one event is there; return all that are (blocking: call it in
-        a thread).  A worker that died without finishing the job yields a :class:`Failed`."""
-        while True:
-            try:
-                events = [self._events.get(timeout=poll)]
-                break
-            except queue.Empty:
-                if self._worker is not None and not self._worker.is_alive():
-                    return [Failed(LlmError("the generation worker stopped unexpectedly"))]
-        while True:
-            try:
-                events.append(self._events.get_nowait())
-            except queue.Empty:
-                return events
+    max_batch: int = 4
+    prefill_step_size: int = 2048
+    prompt_cache_entries: int = 8
+    prompt_cache_bytes: int = 1 << 30
 
 
 class ModelWorker(threading.Thread):
@@ -109,72 +55,139 @@ class ModelWorker(threading.Thread):
     Args:
         loader: called on the worker thread; returns ``(model, tokenizer)`` from mlx-lm.
         name: the thread's name (shows in logs and thread dumps).
-        prefill_step_size: prompt tokens per processing step (the cancel-check interval while
-            the prompt is processed).
+        options: batching and prompt-cache settings.
 
     ``loaded`` resolves to the tokenizer once the model is ready (or to the loader's exception).
     """
 
     def __init__(
-        self, loader: Callable[[], tuple[Any, Any]], name: str, *, prefill_step_size: int = 2048
+        self,
+        loader: Callable[[], tuple[Any, Any]],
+        name: str,
+        options: WorkerOptions | None = None,
     ) -> None:
         super().__init__(name=name, daemon=True)
         self.loader = loader
-        self.prefill_step_size = prefill_step_size
+        self.options = options or WorkerOptions()
         self.loaded: Future[Any] = Future()
-        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
-        self._stopping = False
-        self.busy = False
-        self.tokens_generated = 0
-        self.requests_done = 0
         self.last_step = time.monotonic()
+        self.released: dict[str, dict[str, float]] | None = None
+        """Memory figures when the model was dropped and after it was released."""
+        self.crashed: str | None = None
+        """Why the loop died, if it did (a bug: steps catch generation errors themselves)."""
+        self.before_step: Callable[[], None] | None = None
+        """Called on the worker thread before every step; for tests that stall the worker."""
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._engine: BatchEngine | None = None
+        self._stopping = False
 
     # ------------------------------------------------------------------ other threads
 
     def submit(self, job: Job) -> Job:
         if self._stopping or not self.is_alive():
             raise ModelUnavailable("the model is being unloaded", retry_after=1)
-        job._worker = self
+        job.worker = self
         self._jobs.put(job)
         return job
 
     def stop(self) -> None:
-        """Ask the thread to finish its current job queue and exit (does not wait)."""
+        """Ask the thread to exit after its current step (does not wait)."""
         self._stopping = True
         self._jobs.put(None)
 
+    @property
+    def busy(self) -> bool:
+        engine = self._engine
+        return engine is not None and engine.active > 0
+
+    def stalled_for(self) -> float:
+        """Seconds since the last step while sequences wait for one; 0 when idle."""
+        return time.monotonic() - self.last_step if self.busy else 0.0
+
     def status(self) -> dict[str, Any]:
+        engine = self._engine
+        busy = self.busy
         return {
-            "busy": self.busy,
-            "tokens_generated": self.tokens_generated,
-            "requests_done": self.requests_done,
-            "seconds_since_step": round(time.monotonic() - self.last_step, 3),
+            "busy": busy,
+            "sequences": engine.active if engine else 0,
+            "max_batch": self.options.max_batch,
+            "tokens_generated": engine.tokens_generated if engine else 0,
+            "requests_done": engine.requests_done if engine else 0,
+            "prompt_tokens_processed": engine.prompt_tokens_processed if engine else 0,
+            "seconds_since_step": round(self.stalled_for(), 3) if busy else None,
+            "prompt_cache": engine.prompt_cache.status() if engine else {"enabled": False},
         }
 
     # ------------------------------------------------------------------ the worker thread
 
     def run(self) -> None:
+        failed = False
         try:
             import mlx.core as mx
 
-            mx.random.seed(_fresh_seed())
+            mx.random.seed(_fresh_seed())  # unseeded sampling draws from this thread's state
             model, tokenizer = self.loader()
-            stream = mx.new_stream(mx.default_device())
-            texts = TokenTexts(tokenizer)
+            self._engine = BatchEngine(
+                model,
+                tokenizer,
+                stream=mx.new_stream(mx.default_device()),
+                max_batch=self.options.max_batch,
+                prefill_step_size=self.options.prefill_step_size,
+                prompt_cache=PromptCache(
+                    self.options.prompt_cache_entries, self.options.prompt_cache_bytes
+                ),
+            )
+            del model
         except BaseException as exc:
-            self._stopping = True
-            self.loaded.set_exception(exc)
-            _release_mlx()
+            failed = self._stopping = True
+            if not isinstance(exc, ModelUnavailable):
+                logger.warning("%s: loading failed", self.name, exc_info=True)
+            # its frames may hold half-loaded weights: keep the error, not them
+            self.loaded.set_exception(_detached(exc))
+        if failed:
+            self._finish()
             return
         self.loaded.set_result(tokenizer)
         try:
-            while (job := self._jobs.get()) is not None:
-                self._serve(job, model, tokenizer, texts, stream)
-            del model, tokenizer, texts, stream
+            self._serve(self._engine)
+        except BaseException as exc:
+            logger.exception("%s: the generation loop died", self.name)
+            self.crashed = f"{type(exc).__name__}: {exc}"
         finally:
             self._stopping = True
             self._fail_queued()
-            _release_mlx()
+            self._engine.close()
+            self._finish()
+
+    def _serve(self, engine: BatchEngine) -> None:
+        while True:
+            if engine.active == 0:
+                job = self._jobs.get()  # idle: sleep until there is work
+                if job is None:
+                    return
+                engine.admit(job)
+                self.last_step = time.monotonic()  # the heartbeat starts now
+            if not self._admit_queued(engine):
+                return
+            if self.before_step is not None:
+                self.before_step()
+            try:
+                engine.step()
+            except Exception as exc:
+                logger.exception("%s: a generation step failed", self.name)
+                engine.fail_all(exc)
+            self.last_step = time.monotonic()
+
+    def _admit_queued(self, engine: BatchEngine) -> bool:
+        """Admit every job that arrived meanwhile; False when asked to stop."""
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return True
+            if job is None:
+                return False
+            engine.admit(job)
 
     def _fail_queued(self) -> None:
         while True:
@@ -185,90 +198,26 @@ class ModelWorker(threading.Thread):
             if job is not None:
                 job.post(Failed(ModelUnavailable("the model was unloaded", retry_after=1)))
 
-    def _serve(self, job: Job, model: Any, tokenizer: Any, texts: TokenTexts, stream: Any) -> None:
-        self.busy = True
-        self.last_step = time.monotonic()
-        final: Event
-        try:
-            final = self._generate(job, model, tokenizer, texts, stream)
-        except Exception as exc:
-            logger.exception("generation failed")
-            final = Failed(exc)
-        # counters first: whoever sees the final event sees them up to date
-        self.busy = False
-        self.requests_done += 1
-        job.post(final)
-
-    def _generate(
-        self, job: Job, model: Any, tokenizer: Any, texts: TokenTexts, stream: Any
-    ) -> Finished:
+    def _finish(self) -> None:
+        """Release the model's memory (its last references are gone) and this thread's
+        streams; record the memory figures on the way."""
         import mlx.core as mx
-        from mlx_lm import stream_generate
 
-        params = job.params
-        if params.seed is not None:
-            mx.random.seed(params.seed)
-
-        def check_cancel(_done: int, _total: int) -> None:
-            # called before the prompt is processed, after each step of it, and after the
-            # first token: a job cancelled while it waited in the queue costs nothing
-            self.last_step = time.monotonic()
-            if job.cancel.is_set():
-                raise _Cancelled
-
-        matcher = StopMatcher(params.stops)
-        generated, reason = 0, "cancelled"
-        steps = stream_generate(
-            model,
-            tokenizer,
-            job.tokens,
-            max_tokens=params.max_tokens,
-            stream=stream,
-            sampler=build_sampler(params),
-            logits_processors=build_processors(params),
-            prefill_step_size=self.prefill_step_size,
-            prompt_progress_callback=check_cancel,
-        )
-        try:
-            for step in steps:
-                generated = step.generation_tokens
-                self.tokens_generated += 1
-                self.last_step = time.monotonic()
-                end_of_turn = step.finish_reason == "stop"  # the end token: no text, no logprob
-                logprobs = None
-                if params.logprobs and not end_of_turn:
-                    top = params.top_logprobs
-                    logprobs = [token_logprob(step.logprobs, step.token, top, texts)]
-                text, stopped = matcher.feed(step.text)
-                if stopped:
-                    job.post(Piece(text, 1, logprobs))
-                    reason = "stop"
-                    break
-                if step.finish_reason:
-                    text += matcher.flush()
-                    reason = step.finish_reason
-                job.post(Piece(text, 1, logprobs))
-                if step.finish_reason or job.cancel.is_set():
-                    break
-        except _Cancelled:
-            pass
-        finally:
-            steps.close()  # on this thread: a generator's stream context must die where it was made
-            if params.seed is not None:
-                mx.random.seed(_fresh_seed())  # later unseeded requests must not replay it
-        return Finished(reason, len(job.tokens), generated)
+        dropped = memory.figures()
+        memory.release()
+        self.released = {"dropped": dropped, "released": memory.figures()}
+        mx.clear_streams()
 
 
-def _release_mlx() -> None:
-    """Return freed buffers to the system and drop this thread's streams (an exiting thread
-    that keeps them can make the process abort at exit)."""
-    try:
-        import mlx.core as mx
-    except ImportError:
-        return
-    gc.collect()
-    mx.clear_cache()
-    mx.clear_streams()
+def _detached(exc: BaseException) -> BaseException:
+    """``exc`` and its chain without tracebacks (their frames would keep arrays alive)."""
+    seen = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.__traceback__ = None
+        current = current.__cause__ or current.__context__
+    return exc
 
 
 def _fresh_seed() -> int:

@@ -114,5 +114,6 @@ async def test_a_model_that_fails_to_load_leaves_the_service_up(conf_dir, tmp_pa
         )
     assert (health["status"], health["model_state"]) == ("degraded", "failed")
     assert "no config.json" in health["model_error"]
-    assert "mlx" not in health  # no worker without a model
+    assert "busy" not in health["mlx"]  # no worker without a model, only memory figures
+    assert set(health["mlx"]["memory"]) == {"active_mb", "cache_mb", "peak_mb", "rss_mb"}
     assert (chat.status_code, chat.json()["code"]) == (503, "model_unavailable")

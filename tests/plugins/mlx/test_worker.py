@@ -1,22 +1,35 @@
-"""The MLX worker thread on the real bundled model: cancelling, stopping, failing to load."""
+"""The MLX worker thread on the real bundled model: continuous batching, the prompt cache,
+cancelling one sequence, stopping, failing to load.
+
+Prompt processing and decoding run at about 10 tokens/s on a 2-core CPU: prompts are ~20 tokens
+and completions a few tokens.
+"""
 
 from __future__ import annotations
 
 import functools
+import threading
 import time
 
 import pytest
-from mlx_support import SHORT_CHAT
+from mlx_support import SHORT_CHAT, STORY_CHAT
 
 from ddx_llm.errors import ModelUnavailable
+from ddx_llm.plugins.mlx.jobs import Failed, Finished, Job, Piece
 from ddx_llm.plugins.mlx.sampling import SamplingParams
 from ddx_llm.plugins.mlx.source import ModelSource, load_model
-from ddx_llm.plugins.mlx.worker import Failed, Finished, Job, ModelWorker, Piece
+from ddx_llm.plugins.mlx.worker import ModelWorker, WorkerOptions
 
 pytestmark = pytest.mark.model
 
+BUNDLED = ModelSource("SmolLM2-135M-Instruct", bundled="SmolLM2-135M-Instruct")
 
-def drain(job: Job, limit: float = 30) -> list:
+
+def chat(question: str) -> list[dict]:
+    return [{"role": "system", "content": ""}, {"role": "user", "content": question}]
+
+
+def drain(job: Job, limit: float = 60) -> list:
     events: list = []
     deadline = time.monotonic() + limit
     while not any(isinstance(e, Finished | Failed) for e in events):
@@ -25,42 +38,163 @@ def drain(job: Job, limit: float = 30) -> list:
     return events
 
 
-@pytest.fixture
-def worker(mlx_models_dir):
-    source = ModelSource("SmolLM2-135M-Instruct", bundled="SmolLM2-135M-Instruct")
-    loader = functools.partial(load_model, source, mlx_models_dir, allow_download=False)
-    thread = ModelWorker(loader, "test-worker", prefill_step_size=4)
+def text_of(events: list) -> str:
+    return "".join(e.text for e in events if isinstance(e, Piece))
+
+
+def start_worker(models_dir, **options) -> ModelWorker:
+    loader = functools.partial(load_model, BUNDLED, models_dir, allow_download=False)
+    thread = ModelWorker(loader, "test-worker", WorkerOptions(**options))
     thread.start()
     thread.tokenizer = thread.loaded.result(timeout=60)
-    yield thread
+    return thread
+
+
+def stop_worker(thread: ModelWorker) -> None:
     thread.stop()
     thread.join(30)
     assert not thread.is_alive()
 
 
-def test_a_cancelled_job_stops_at_a_prompt_step_before_any_token(worker):
-    """The cancel flag is checked by mlx-lm's prompt-progress callback, before the prompt and
-    after each 4-token step of it; a job cancelled while queued is stopped at the first check
-    (deterministic, unlike timing a cancel into the middle of the prompt)."""
-    prompt = worker.tokenizer.apply_chat_template(SHORT_CHAT, add_generation_prompt=True)
+@pytest.fixture
+def worker(mlx_models_dir):
+    thread = start_worker(mlx_models_dir, prefill_step_size=4)
+    yield thread
+    stop_worker(thread)
+
+
+def prompt_of(worker: ModelWorker, messages: list[dict]) -> list[int]:
+    return list(worker.tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+
+
+def test_a_job_cancelled_while_queued_ends_unprocessed(worker):
+    prompt = prompt_of(worker, SHORT_CHAT)
     first = worker.submit(Job(prompt, SamplingParams(max_tokens=2, temperature=0)))
-    queued = worker.submit(Job(prompt, SamplingParams(max_tokens=50, temperature=0)))
+    queued = Job(prompt, SamplingParams(max_tokens=50, temperature=0))
     queued.cancel.set()
+    worker.submit(queued)
     events = drain(first)
     assert [type(e) for e in events] == [Piece, Piece, Finished]
     assert events[-1] == Finished("length", len(prompt), 2)
-    assert "".join(e.text for e in events[:-1]) == "The capital"
+    assert text_of(events) == "The capital"
     assert drain(queued) == [Finished("cancelled", len(prompt), 0)]
-    assert worker.tokens_generated == 2
-    assert worker.requests_done == 2
+    status = worker.status()
+    assert (status["tokens_generated"], status["requests_done"], status["busy"]) == (2, 2, False)
 
 
-def test_a_stopped_worker_takes_no_jobs(worker):
+REQUESTS = [
+    # (question, sampling parameters): a stop string; logprobs
+    ("What is the capital of France?", {"stops": (" of Fr",)}),
+    ("Name a color.", {"logprobs": True, "top_logprobs": 2}),
+]
+
+
+def test_batched_sequences_equal_single_runs_and_a_cancel_removes_only_its_own(mlx_models_dir):
+    """Greedy outputs of two prompts of different lengths (so the batch pads them), one with a
+    stop string, one with logprobs, are the same batched as one by one (log probabilities
+    included); a third sequence cancelled mid-generation leaves the batch without disturbing
+    the others."""
+    worker = start_worker(mlx_models_dir, max_batch=3, prompt_cache_entries=0)
+    try:
+        prompts = [prompt_of(worker, chat(question)) for question, _ in REQUESTS]
+        params = [SamplingParams(max_tokens=5, temperature=0, **extra) for _, extra in REQUESTS]
+        single = [drain(worker.submit(Job(p, s))) for p, s in zip(prompts, params, strict=True)]
+
+        sizes: list[int] = []
+        worker.before_step = lambda: sizes.append(worker.status()["sequences"])
+        story = worker.submit(Job(prompt_of(worker, STORY_CHAT), SamplingParams(200, 0)))
+        jobs = [worker.submit(Job(p, s)) for p, s in zip(prompts, params, strict=True)]
+        first = story.wait()
+        while not any(isinstance(e, Piece) for e in first):
+            first += story.wait()
+        story.cancel.set()
+        batched = [drain(job) for job in jobs]
+        story_events = first + drain(story)
+    finally:
+        stop_worker(worker)
+    assert max(sizes) == 3  # all three were in the batch together
+    assert batched == single
+    assert text_of(single[0]) == "The capital"
+    assert single[0][-1].reason == "stop"
+    assert all(len(e.logprobs) == 1 for e in single[1][:-2])  # the end token has none
+    assert story_events[-1].reason == "cancelled"
+    assert story_events[-1].completion_tokens < 5
+
+
+def test_the_next_turn_reuses_the_cached_prompt_and_answers_the_same(mlx_models_dir):
+    worker = start_worker(mlx_models_dir)
+    try:
+        turn1 = prompt_of(worker, SHORT_CHAT)
+        events = drain(worker.submit(Job(turn1, SamplingParams(max_tokens=3, temperature=0))))
+        messages = [
+            *SHORT_CHAT,
+            {"role": "assistant", "content": text_of(events)},
+            {"role": "user", "content": "And Spain?"},
+        ]
+        turn2 = prompt_of(worker, messages)
+        before = worker.status()["prompt_tokens_processed"]
+        cached_run = drain(worker.submit(Job(turn2, SamplingParams(max_tokens=3, temperature=0))))
+        processed = worker.status()["prompt_tokens_processed"] - before
+        cache_status = worker.status()["prompt_cache"]
+    finally:
+        stop_worker(worker)
+    reference = start_worker(mlx_models_dir, prompt_cache_entries=0)
+    try:
+        uncached_run = drain(reference.submit(Job(turn2, SamplingParams(3, temperature=0))))
+        assert reference.status()["prompt_tokens_processed"] == len(turn2)
+    finally:
+        stop_worker(reference)
+    finished = cached_run[-1]
+    assert finished.cached_tokens >= len(turn1)  # the whole first turn came from the cache
+    assert processed == len(turn2) - finished.cached_tokens
+    assert cache_status["hits"] == 1 and cache_status["entries"] >= 1
+    assert cached_run == [*uncached_run[:-1], finished]
+    assert uncached_run[-1].cached_tokens == 0
+
+
+def test_a_seed_gives_the_same_tokens_alone_and_batched(worker):
+    """The seed drives the sequence's own random key: two seeded sequences in one batch sample
+    the same tokens as the same request alone, and unseeded sampling is not replayed."""
+    prompt = prompt_of(worker, STORY_CHAT)
+    seeded = SamplingParams(max_tokens=4, temperature=1.5, seed=1234)
+    alone = text_of(drain(worker.submit(Job(prompt, seeded))))
+    jobs = [worker.submit(Job(prompt, seeded)) for _ in range(2)]
+    unseeded = [worker.submit(Job(prompt, SamplingParams(4, 1.5))) for _ in range(2)]
+    texts = [text_of(drain(job)) for job in jobs]
+    others = [text_of(drain(job)) for job in unseeded]
+    assert texts == [alone, alone]
+    assert others[0] != others[1] or others[0] != alone
+
+
+def test_a_stopped_worker_takes_no_jobs_and_releases_the_model(worker, mlx_models_dir):
+    from ddx_llm.plugins.mlx import memory
+
+    weights = memory.weights_bytes(mlx_models_dir / BUNDLED.bundled) / 1e6
+    loaded = memory.figures()  # figures are process-wide: other fixtures may hold arrays
     worker.stop()
     worker.join(30)
     assert not worker.is_alive()
     with pytest.raises(ModelUnavailable):
         worker.submit(Job([1, 2, 3], SamplingParams(max_tokens=1, temperature=0)))
+    released = worker.released
+    assert released is not None
+    assert released["released"]["cache_mb"] == 0
+    assert released["released"]["active_mb"] < loaded["active_mb"] - 0.95 * weights
+    assert released["released"]["rss_mb"] < loaded["rss_mb"] - 0.8 * weights
+
+
+def test_a_stalled_step_shows_in_the_heartbeat(worker):
+    gate = threading.Event()
+    worker.before_step = gate.wait
+    try:
+        job = worker.submit(Job(prompt_of(worker, SHORT_CHAT), SamplingParams(1, temperature=0)))
+        time.sleep(0.4)
+        assert worker.busy and worker.stalled_for() >= 0.3
+        assert worker.status()["seconds_since_step"] >= 0.3
+    finally:
+        gate.set()
+    assert drain(job)[-1].reason == "length"
+    assert worker.stalled_for() == 0.0  # idle again
 
 
 def test_a_loader_error_reaches_the_caller_and_ends_the_thread(tmp_path):
