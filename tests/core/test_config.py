@@ -107,3 +107,12 @@ def test_default_model_must_be_registered(conf_dir):
 def test_relative_paths_resolve_against_the_project_folder(conf_dir: Path):
     settings = load_core(conf_dir)
     assert settings.resolve_path(settings.core.models_dir) == conf_dir.parent / "models" / "cache"
+
+
+def test_trace_hooks_logs_every_hook_call(conf_dir, caplog):
+    write_conf(conf_dir, {"core": {"trace_hooks": True}})
+    with caplog.at_level("INFO", logger="ddx_llm"):
+        create_app(conf_dir)
+    traced = [r.getMessage() for r in caplog.records if r.getMessage().startswith("hook trace:")]
+    assert any("ddx_llm_settings" in line for line in traced)
+    assert any("ddx_llm_middleware" in line for line in traced)
