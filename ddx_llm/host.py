@@ -12,8 +12,6 @@ import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 import anyio
@@ -23,48 +21,11 @@ from .admission import Admission
 from .backend import Backend
 from .errors import LlmError, ModelNotFound, ModelUnavailable
 from .registry import ModelEntry, Registry
+from .resident import Lease, ModelState, Resident
 
 logger = logging.getLogger(__name__)
 
 NOT_REAL_MODE = "server not in real-model mode"
-
-
-class ModelState(StrEnum):
-    IDLE = "idle"
-    LOADING = "loading"
-    READY = "ready"
-    FAILED = "failed"
-
-
-@dataclass
-class Resident:
-    """The loaded model and the requests using it."""
-
-    entry: ModelEntry
-    handle: Any
-    leases: int = 0
-    released: anyio.Event = field(default_factory=anyio.Event)
-
-    @asynccontextmanager
-    async def hold(self) -> AsyncIterator[None]:
-        """Count one request using this model; ``released`` is set when the count drops to 0."""
-        if self.leases == 0:
-            self.released = anyio.Event()
-        self.leases += 1
-        try:
-            yield
-        finally:
-            self.leases -= 1
-            if self.leases == 0:
-                self.released.set()
-
-
-@dataclass(frozen=True)
-class Lease:
-    """What a request generates with: the registry entry it asked for and the backend handle."""
-
-    entry: ModelEntry
-    handle: Any
 
 
 class ModelHost:

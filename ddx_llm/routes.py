@@ -15,7 +15,8 @@ from starlette.routing import Route
 from .body import read_model
 from .chat import chat_completions
 from .errors import ModelNotFound
-from .host import NOT_REAL_MODE, ModelState
+from .host import NOT_REAL_MODE
+from .resident import ModelState
 from .schemas import LoadRequest
 
 if TYPE_CHECKING:

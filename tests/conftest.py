@@ -33,3 +33,27 @@ def conf_dir(tmp_path: Path) -> Path:
     dest = tmp_path / "conf"
     shutil.copytree(ROOT / "conf", dest)
     return dest
+
+
+@pytest.fixture(scope="session")
+def mlx_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder holding the bundled model and its tools variant, converted once.
+
+    Without MLX or the bundled model the test is skipped — except under CI (``CI`` set), where
+    the project's own files install both and a skip would hide a broken set-up.
+    """
+    if os.environ.get("CI"):
+        import mlx_lm  # noqa: F401 - fail loudly
+    else:
+        pytest.importorskip("mlx_lm")
+    from ddx_llm.plugins.mlx import bundled
+
+    path = tmp_path_factory.getbasetemp() / "mlx-models"
+    try:
+        bundled.ensure_bundled_model(path)
+        bundled.ensure_tools_variant(path)
+    except bundled.BundledModelMissingError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(exc))
+    return path

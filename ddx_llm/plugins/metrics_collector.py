@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, mult
 
 from ddx_llm import events, hookimpl
 from ddx_llm.config import ConfigError
-from ddx_llm.host import ModelState
+from ddx_llm.resident import ModelState
 
 logger = logging.getLogger(__name__)
 

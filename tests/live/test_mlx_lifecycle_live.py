@@ -37,25 +37,11 @@ BODY = {
 CLIENTS = 3
 
 
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("mlx_lm")
-    from ddx_llm.plugins.mlx import bundled
-
-    path = tmp_path_factory.getbasetemp() / "mlx-models"
-    try:
-        bundled.ensure_bundled_model(path)
-        bundled.ensure_tools_variant(path)
-    except bundled.BundledModelMissingError as exc:
-        pytest.skip(str(exc))
-    return path
-
-
 @pytest.fixture(params=["asyncio", "trio"])
-def server(request, models_dir: Path, tmp_path: Path):
+def server(request, mlx_models_dir: Path, tmp_path: Path):
     conf = tmp_path / "conf"
     shutil.copytree(ROOT / "conf", conf)
-    env = {"DDX_LLM_USE_REAL_MODEL": "1", "DDX_LLM_MODELS_DIR": str(models_dir)}
+    env = {"DDX_LLM_USE_REAL_MODEL": "1", "DDX_LLM_MODELS_DIR": str(mlx_models_dir)}
     with LiveServer(conf, args=("-k", request.param), env=env) as live:
         deadline = time.monotonic() + 60
         while httpx.get(live.url + "/readyz").status_code != 200:

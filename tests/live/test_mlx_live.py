@@ -37,26 +37,12 @@ BUNDLED = "SmolLM2-135M-Instruct"
 TOOLS = "SmolLM2-135M-Instruct-tools"
 
 
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("mlx_lm")
-    from ddx_llm.plugins.mlx import bundled
-
-    path = tmp_path_factory.getbasetemp() / "mlx-models"
-    try:
-        bundled.ensure_bundled_model(path)
-        bundled.ensure_tools_variant(path)
-    except bundled.BundledModelMissingError as exc:
-        pytest.skip(str(exc))
-    return path
-
-
 @pytest.fixture(scope="module", params=["asyncio", "trio"])
-def server(request, models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def server(request, mlx_models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     worker = request.param
     conf = tmp_path_factory.mktemp(f"mlx-live-{worker}") / "conf"
     shutil.copytree(ROOT / "conf", conf)
-    env = {"DDX_LLM_USE_REAL_MODEL": "1", "DDX_LLM_MODELS_DIR": str(models_dir)}
+    env = {"DDX_LLM_USE_REAL_MODEL": "1", "DDX_LLM_MODELS_DIR": str(mlx_models_dir)}
     if worker == "trio":
         env["DDX_LLM_DEFAULT_MODEL"] = TOOLS
     live = LiveServer(conf, args=("-k", worker), env=env)
@@ -173,7 +159,7 @@ def test_client_leaving_mid_stream_stops_the_generation(server):
     assert after["tokens_generated"] - before["tokens_generated"] < 50
 
 
-def test_steered_tool_call_streams_openai_tool_call_deltas(server, models_dir):
+def test_steered_tool_call_streams_openai_tool_call_deltas(server, mlx_models_dir):
     """SmolLM2 does not call tools by itself.  Steering: the tools template shows the call
     format, and ``logit_bias`` +30 on the tokens of a sample call (and the end token) confines
     greedy decoding to them; the model itself orders them into a call.  ``parallel_tool_calls:
@@ -182,7 +168,7 @@ def test_steered_tool_call_streams_openai_tool_call_deltas(server, models_dir):
         pytest.skip("runs once, on the server that has the tools variant loaded")
     from mlx_lm.utils import load_tokenizer
 
-    tokenizer = load_tokenizer(models_dir / TOOLS)
+    tokenizer = load_tokenizer(mlx_models_dir / TOOLS)
     sample = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
     bias = {str(t): 30 for t in tokenizer.encode(sample + "<|im_end|>", add_special_tokens=False)}
     tool = {

@@ -1,5 +1,5 @@
-"""Fixtures for the mlx backend's tests: the bundled model converted once per session, its
-tokenizer, and a conf that selects the mlx backend."""
+"""Fixtures for the mlx backend's tests: the bundled model's tokenizer and a conf that selects
+the mlx backend (the converted models folder, ``mlx_models_dir``, is in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,19 +9,6 @@ import pytest
 from support import write_conf
 
 from ddx_llm.plugins.mlx import bundled
-
-
-@pytest.fixture(scope="session")
-def mlx_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A models folder holding the bundled model and its tools variant, converted once."""
-    pytest.importorskip("mlx_lm")
-    path = tmp_path_factory.getbasetemp() / "mlx-models"
-    try:
-        bundled.ensure_bundled_model(path)
-        bundled.ensure_tools_variant(path)
-    except bundled.BundledModelMissingError as exc:
-        pytest.skip(str(exc))
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,51 @@
+"""The resident model: its state names, the loaded model with its request count, and a lease."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import anyio
+
+from .registry import ModelEntry
+
+
+class ModelState(StrEnum):
+    IDLE = "idle"
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+@dataclass
+class Resident:
+    """The loaded model and the requests using it."""
+
+    entry: ModelEntry
+    handle: Any
+    leases: int = 0
+    released: anyio.Event = field(default_factory=anyio.Event)
+
+    @asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        """Count one request using this model; ``released`` is set when the count drops to 0."""
+        if self.leases == 0:
+            self.released = anyio.Event()
+        self.leases += 1
+        try:
+            yield
+        finally:
+            self.leases -= 1
+            if self.leases == 0:
+                self.released.set()
+
+
+@dataclass(frozen=True)
+class Lease:
+    """What a request generates with: the registry entry it asked for and the backend handle."""
+
+    entry: ModelEntry
+    handle: Any
