@@ -35,6 +35,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "auth": "ddx_llm.plugins.auth",
     "mock": "ddx_llm.plugins.mock",
     "mlx": "ddx_llm.plugins.mlx",
+    "omni": "ddx_llm.plugins.omni",
 }
 """Built-in plugins by name.  Their modules import nothing heavy at import time."""
 

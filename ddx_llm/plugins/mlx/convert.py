@@ -171,10 +171,28 @@ def _check_layers(arrays: Mapping[str, Any], config: Mapping[str, Any]) -> None:
         raise ConversionError(f"GGUF lacks tensors: {', '.join(missing[:5])}{more}")
 
 
+MIN_MLX = (0, 32)
+"""MLX before 0.32 reads Q4_1 GGUF tensors wrongly (ml-explore/mlx#3664): the converted model
+then answers gibberish without any error, so conversion refuses to run there."""
+
+
+def check_mlx_version() -> None:
+    """Raise ConversionError when the installed MLX cannot read GGUF quantized tensors right."""
+    import mlx.core as mx
+
+    version = tuple(int(part) for part in mx.__version__.split(".")[:2] if part.isdigit())
+    if version < MIN_MLX:
+        raise ConversionError(
+            f"mlx {mx.__version__} reads Q4_1 GGUF tensors wrongly (ml-explore/mlx#3664); "
+            f"convert with mlx >= {'.'.join(map(str, MIN_MLX))} (the mlx extra's environment)"
+        )
+
+
 def _load_gguf(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """Read a GGUF file with MLX: (arrays, metadata)."""
     import mlx.core as mx
 
+    check_mlx_version()
     return mx.load(str(path), return_metadata=True)
 
 
