@@ -11,6 +11,7 @@ Relative paths in conf resolve against the folder that holds ``conf/`` (the proj
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -195,3 +196,23 @@ def validate_section(
             env = f"{prefix}{str(err['loc'][0]).upper()}" if err["loc"] else prefix
             problems.append(f"[{name}] {key}: {err['msg']} (file {path.name} or env {env})")
         raise ConfigError(f"invalid configuration in {path}:\n  " + "\n  ".join(problems)) from None
+
+
+def require_modules(*modules: str, feature: str, install: str) -> None:
+    """Raise ConfigError naming the missing ones when any of ``modules`` cannot be imported.
+
+    For plugins whose heavy dependencies are optional extras: call it in the factory, before
+    importing them, so start-up says what to install instead of failing with an ImportError.
+    """
+
+    def importable(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # its parent package is missing
+            return False
+
+    missing = [module for module in modules if not importable(module)]
+    if missing:
+        raise ConfigError(
+            f"{feature} needs {', '.join(missing)}, not installed here; install: {install}"
+        )

