@@ -63,6 +63,20 @@ def build_chain(app: ASGIApp, specs: list[MiddlewareSpec]) -> ASGIApp:
     return app
 
 
+def route_path(scope: Scope) -> str:
+    """The path the router matches: ``path`` without the ``root_path`` mount prefix.
+
+    Mirrors Starlette's own (private) ``get_route_path``, so middleware that decides by path
+    (auth, rate limits, proxies) sees exactly what the router will route.
+    """
+    path, root = scope["path"], scope.get("root_path", "")
+    if not root or not path.startswith(root):
+        return path
+    if path == root:
+        return ""
+    return path[len(root) :] if path[len(root)] == "/" else path
+
+
 class BodyLimitMiddleware:
     """Refuse request bodies over ``max_bytes`` with :class:`RequestTooLarge` (413).
 

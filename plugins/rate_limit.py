@@ -36,7 +36,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ddx_llm import hookimpl
 from ddx_llm.config import CommaList, ConfigError, SectionSettings
 from ddx_llm.errors import LlmError
-from ddx_llm.middleware import MiddlewareSpec
+from ddx_llm.middleware import MiddlewareSpec, route_path
 
 logger = logging.getLogger("ddx_llm.plugins.rate_limit")
 
@@ -255,9 +255,7 @@ class RateLimitMiddleware:
         self.routes = {parse_route(route) for route in routes}
 
     def counted(self, scope: Scope) -> bool:
-        path, root = scope["path"], scope.get("root_path", "")
-        if root and path.startswith(root):  # match what the router matches
-            path = path[len(root) :]
+        path = route_path(scope)  # what the router matches
         return (scope["method"], path) in self.routes or (None, path) in self.routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ddx_llm import hookimpl
 from ddx_llm.config import CommaList, SectionSettings
 from ddx_llm.errors import LlmError
-from ddx_llm.middleware import MiddlewareSpec
+from ddx_llm.middleware import MiddlewareSpec, route_path
 
 from . import access_log
 from .auth_keys import KeyRing, check_key, parse_digest, presented_key
@@ -126,12 +126,6 @@ class AuthSettings(SectionSettings):
     @cached_property
     def rules(self) -> tuple[Rule, ...]:
         return tuple(Rule.parse(rule) for rule in self.auth_protected)
-
-
-def route_path(scope: Scope) -> str:
-    """The path the router matches: ``path`` without the ``root_path`` mount prefix."""
-    path, root = scope["path"], scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
 
 
 class AuthMiddleware:

@@ -31,7 +31,7 @@ from ddx_llm import events
 from ddx_llm.body import parse_as, read_json
 from ddx_llm.chat import check_context
 from ddx_llm.errors import LlmError, ModelUnavailable, RequestInvalid, describe
-from ddx_llm.middleware import BodyLimitMiddleware
+from ddx_llm.middleware import BodyLimitMiddleware, route_path
 from ddx_llm.registry import ModelEntry
 from ddx_llm.schemas import ChatCompletionRequest
 from ddx_llm.sse import DONE, encode_event
@@ -122,12 +122,6 @@ class OmniChatMiddleware:
         logger.error("omni upstream failed mid-stream: %s", error.detail or error.message)
         body = encode_event({"error": describe(error, hook, scope).body()}) + DONE
         await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-def route_path(scope: Scope) -> str:
-    """The request path without the ``root_path`` prefix (as Starlette's router matches it)."""
-    path, root = scope["path"], scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root + "/") else path
 
 
 def result_of(rewriter: ResponseRewriter, error: Exception | None, *, disconnected: bool) -> str:
