@@ -96,28 +96,14 @@ async def observe(
 ) -> AsyncIterator[Delta]:
     """Pass ``deltas`` through, emitting first-token, token and done events; then close the
     generation and release the model lease (``release``), whatever ended it."""
-    first_at: float | None = None
-    last = started
-    generated = 0
+    clock = events.TokenClock(hook, model, started)
     finish = "cancelled"
     usage = None
     try:
         async with aclosing(deltas):
             async for delta in deltas:
-                now = time.monotonic()
                 if delta.tokens:
-                    generated += delta.tokens
-                    if first_at is None:
-                        first_at = now
-                        events.emit(hook, events.FirstToken(model=model, seconds=now - started))
-                    else:
-                        events.emit(
-                            hook,
-                            events.TokensGenerated(
-                                model=model, count=delta.tokens, seconds=now - last
-                            ),
-                        )
-                    last = now
+                    clock.tokens(delta.tokens)
                 if delta.finish_reason:
                     finish, usage = delta.finish_reason, delta.usage
                 yield delta
@@ -127,13 +113,8 @@ async def observe(
     finally:
         with anyio.CancelScope(shield=True):
             await release.aclose()
-        events.emit(
-            hook,
-            events.RequestDone(
-                model=model,
-                finish_reason=finish,
-                prompt_tokens=usage.prompt_tokens if usage else prompt_tokens,
-                completion_tokens=usage.completion_tokens if usage else generated,
-                seconds=time.monotonic() - started,
-            ),
-        )
+        if usage:
+            done = clock.done(finish, usage.prompt_tokens, usage.completion_tokens)
+        else:
+            done = clock.done(finish, prompt_tokens)
+        events.emit(hook, done)

@@ -8,6 +8,7 @@ Times are in seconds.  Every request that reaches generation ends with exactly o
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +94,47 @@ class ModelFailed(Event):
 @dataclass(frozen=True)
 class ModelUnloaded(Event):
     model: str
+
+
+class TokenClock:
+    """Times one generation's tokens: :class:`FirstToken` for the first generated piece,
+    :class:`TokensGenerated` for each later one; ``done`` gives its :class:`RequestDone`.
+
+    Shared by every path that generates (the core's chat route, proxying backends), so the
+    metrics mean the same thing whichever produced the tokens.
+    """
+
+    def __init__(self, hook: Any, model: str, started: float) -> None:
+        self.hook = hook
+        self.model = model
+        self.started = started
+        self.generated = 0
+        self._last: float | None = None
+
+    def tokens(self, count: int) -> None:
+        """Record ``count`` newly generated tokens (a piece of output)."""
+        now = time.monotonic()
+        self.generated += count
+        if self._last is None:
+            emit(self.hook, FirstToken(model=self.model, seconds=now - self.started))
+        else:
+            emit(
+                self.hook,
+                TokensGenerated(model=self.model, count=count, seconds=now - self._last),
+            )
+        self._last = now
+
+    def done(
+        self, finish_reason: str, prompt_tokens: int, completion_tokens: int | None = None
+    ) -> RequestDone:
+        """The request's end; ``completion_tokens`` defaults to the tokens recorded."""
+        return RequestDone(
+            model=self.model,
+            finish_reason=finish_reason,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=self.generated if completion_tokens is None else completion_tokens,
+            seconds=time.monotonic() - self.started,
+        )
 
 
 def emit(hook: Any, event: Event) -> None:

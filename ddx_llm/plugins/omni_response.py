@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from ddx_llm import events
@@ -44,8 +43,6 @@ class ResponseRewriter:
     ) -> None:
         self._send = send
         self.model = model
-        self.hook = hook
-        self.started = started
         self.client_wants_usage = client_wants_usage
         self.status: int | None = None
         self.mode: str | None = None  # "stream", "json" or "error"
@@ -56,9 +53,8 @@ class ResponseRewriter:
         self.error_body = b""
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
-        self.pieces = 0
+        self.clock = events.TokenClock(hook, model, started)
         self._buffer = b""
-        self._last = started
 
     async def send(self, message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
@@ -153,16 +149,7 @@ class ResponseRewriter:
         delta = choice.get("delta") or {}
         if not streamed or not (delta.get("content") or delta.get("tool_calls")):
             return
-        now = time.monotonic()
-        self.pieces += 1
-        if self.pieces == 1:
-            events.emit(self.hook, events.FirstToken(model=self.model, seconds=now - self.started))
-        else:
-            events.emit(
-                self.hook,
-                events.TokensGenerated(model=self.model, count=1, seconds=now - self._last),
-            )
-        self._last = now
+        self.clock.tokens(1)
 
     async def _out(self, message: dict[str, Any]) -> None:
         try:
@@ -176,12 +163,10 @@ class ResponseRewriter:
     def done_event(self, finish: str) -> events.RequestDone:
         """The request's ``RequestDone``, with the upstream's usage when it gave one."""
         usage = self.usage or {}
-        return events.RequestDone(
-            model=self.model,
-            finish_reason=finish,
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or self.pieces),
-            seconds=time.monotonic() - self.started,
+        return self.clock.done(
+            finish,
+            int(usage.get("prompt_tokens") or 0),
+            int(usage.get("completion_tokens") or self.clock.generated),
         )
 
 
