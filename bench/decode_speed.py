@@ -146,7 +146,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from mlx_lm import load
 
-    from ddx_llm.plugins.mlx.bundled import ensure_bundled_model
+    from ddx_llm.plugins.mlx_models.bundled import ensure_bundled_model
 
     folder = ensure_bundled_model(args.models_dir)
     model, tokenizer = load(str(folder))

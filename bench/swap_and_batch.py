@@ -222,7 +222,7 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
-    from ddx_llm.plugins.mlx.bundled import ensure_bundled_model, ensure_tools_variant
+    from ddx_llm.plugins.mlx_models.bundled import ensure_bundled_model, ensure_tools_variant
 
     folder = ensure_bundled_model(args.models_dir)
     ensure_tools_variant(args.models_dir)

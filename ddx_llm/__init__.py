@@ -8,8 +8,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .asgi import LazyApp
 from .hookspecs import hookimpl
-from .lazy import LazyApp
 
 app = LazyApp()
 """The ASGI entry point (``hypercorn ddx_llm:app``)."""

@@ -1,134 +1,145 @@
 """The app factory: settings → plugins → backend → model host → routes → middleware chain.
 
 :func:`create_app` builds one :class:`DdxApp`.  The chain, outermost first, is the plugins'
-middleware sorted by order (request_id 100 → cors 200 → metrics 300 → errors 400 → auth 500 →
-third-party), then the core's body-size limit, then the Starlette router.  The router runs the
-lifespan: plugin lifespans are entered in registration order and the default model is loaded in
-the background, so ``/health`` answers ``loading`` at once.
+middleware and the core's error layer sorted by order, then the core's body-size limit, then
+the Starlette router.  The router runs the lifespan: plugin lifespans are entered in
+registration order and the default model is loaded in the background, so ``/health`` answers
+``loading`` at once.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import anyio
 from starlette.routing import BaseRoute, Router
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .admission import Admission
-from .backend import Backend
+from .api import core_routes
+from .backend import Backend, missing_members
 from .config import ConfigError, Settings, add_sections, find_conf_dir, load_core
-from .host import ModelHost
-from .manager import PluginManager, build_plugin_manager
-from .middleware import BodyLimitMiddleware, MiddlewareSpec, build_chain, flatten_specs
-from .openapi import build_document
-from .routes import core_routes
+from .context import AppContext
+from .host import Admission, ModelHost
+from .manager import build_plugin_manager
+from .middleware import CORE, MiddlewareSpec, build_chain, check_order, error_shaping
+from .middleware.body_limit import BodyLimitMiddleware
+from .routing import SCOPE_KEY, RouteMatcher
 
 logger = logging.getLogger("ddx_llm")
 
 
-@dataclass
-class AppContext:
-    """The running service, as handlers and plugins see it (``request.app.context``)."""
-
-    settings: Settings
-    pm: PluginManager
-    backend: Backend
-    host: ModelHost
-    router: Router | None = None
-    middleware: list[MiddlewareSpec] = field(default_factory=list)
-    _openapi: dict[str, Any] | None = None
-
-    @property
-    def hook(self) -> Any:
-        return self.pm.hook
-
-    def not_ready_reasons(self) -> list[str]:
-        """Problems plugins report through ``ddx_llm_readiness`` (empty when all is well)."""
-        return [reason for reason in self.hook.ddx_llm_readiness(host=self.host) if reason]
-
-    def openapi_document(self) -> dict[str, Any]:
-        """The OpenAPI document, built and amended by plugins once."""
-        if self._openapi is None:
-            document = build_document()
-            self.hook.ddx_llm_openapi(document=document, settings=self.settings)
-            self._openapi = document
-        return self._openapi
-
-
 class DdxApp:
-    """The assembled ASGI app.  Sets ``scope["app"]`` so handlers reach :attr:`context` and so
-    Starlette's router raises ``HTTPException`` for 404/405 (mapped by the errors plugin)."""
+    """The assembled ASGI app.
 
-    def __init__(self, context: AppContext, asgi: ASGIApp) -> None:
+    For every HTTP request it sets ``scope["app"]`` (handlers reach :attr:`context`; Starlette's
+    router then raises ``HTTPException`` for 404/405), matches the route once for the
+    middleware (:func:`ddx_llm.routing.matched_route`), and shapes an error that a plugin
+    middleware outside the core's error layer lets escape.
+    """
+
+    def __init__(self, context: AppContext, asgi: ASGIApp, matcher: RouteMatcher) -> None:
         self.context = context
         self.asgi = asgi
+        self.matcher = matcher
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self
-        # Starlette's router sets this itself once reached; middleware that must match routes
-        # before that (e.g. to label a 401 with its route template) finds it here.
-        scope.setdefault("router", self.context.router)
-        await self.asgi(scope, receive, send)
+        if scope["type"] != "http":
+            await self.asgi(scope, receive, send)
+            return
+        scope[SCOPE_KEY] = self.matcher(scope)
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.asgi(scope, receive, tracking_send)
+        except Exception as exc:
+            context = self.context
+            await error_shaping.answer_error(exc, context, scope, receive, send, started=started)
 
 
 def create_app(
     conf_dir: Path | None = None,
     *,
     extra_plugins: list[tuple[str, Any]] | tuple[tuple[str, Any], ...] = (),
+    entry_points: bool = True,
 ) -> DdxApp:
     """Build the app from ``conf_dir`` (default: ``$DDX_LLM_CONF_DIR`` or ``./conf``).
 
-    ``extra_plugins`` are ``(name, plugin)`` pairs registered after all others (for embedding and
-    tests).  Raises :class:`ConfigError` with a clear message for any configuration problem.
+    ``extra_plugins`` are ``(name, plugin)`` pairs registered after all others (for embedding
+    and tests; one already registered through its entry point is kept once).  ``entry_points``
+    False loads no installed plugin.  Raises :class:`ConfigError` with a clear message for any
+    configuration or plugin problem.
     """
     settings = load_core(conf_dir or find_conf_dir())
     configure_logging(settings.core.log_level)
     pm = build_plugin_manager(
         disabled=settings.core.disabled_plugins,
         plugins_dir=settings.resolve_path(settings.core.plugins_dir),
+        plugins_dir_required="plugins_dir" in settings.core.model_fields_set,
         extra_plugins=extra_plugins,
+        entry_points=entry_points,
         trace=settings.core.trace_hooks,
     )
-    add_sections(settings, [declared for declared in pm.hook.ddx_llm_settings() if declared])
-    backend = select_backend(settings, pm)
-    host = ModelHost(
+    add_sections(settings, list(reversed(pm.results("ddx_llm_settings"))))
+    context = AppContext(settings, pm)
+    context.backend = backend = select_backend(context)
+    context.host = host = ModelHost(
         backend,
         settings.registry,
-        pm.hook,
+        context.emit,
         default_model=default_model(settings, backend),
         load_wait_seconds=settings.core.load_wait_seconds,
         admission=Admission(
             settings.core.max_running, settings.core.max_waiting, settings.core.max_queue_seconds
         ),
     )
-    context = AppContext(settings=settings, pm=pm, backend=backend, host=host)
-    router = context.router = Router(collect_routes(settings, pm), lifespan=_lifespan(context))
-    specs = flatten_specs(pm.hook.ddx_llm_middleware(settings=settings, hook=pm.hook))
-    context.middleware = specs
+    context.routes = routes = collect_routes(context)
+    router = Router(routes, lifespan=_lifespan(context, collect_lifespans(context)))
+    context.middleware = specs = collect_middleware(context)
     asgi = build_chain(BodyLimitMiddleware(router, settings.core.max_body_bytes), specs)
     logger.info("ddx-llm ready to start: backend %s, model %s", backend.name, host.default_model)
-    return DdxApp(context, asgi)
+    return DdxApp(context, asgi, RouteMatcher(routes))
 
 
-def select_backend(settings: Settings, pm: PluginManager) -> Backend:
-    """Instantiate the backend named in conf; unknown or doubly-offered names are errors."""
-    offers: dict[str, Any] = {}
-    for offered in pm.hook.ddx_llm_backends(settings=settings):
-        for name, factory in (offered or {}).items():
+def select_backend(app: AppContext) -> Backend:
+    """Instantiate the backend named in conf; unknown or doubly-offered names, and objects
+    that miss a member of the protocol, are errors naming the plugin."""
+    offers: dict[str, tuple[str, Callable[[AppContext], Backend]]] = {}
+    for plugin, offered in app.pm.results("ddx_llm_backends", app=app, settings=app.settings):
+        if not isinstance(offered, dict) or not all(callable(f) for f in offered.values()):
+            raise ConfigError(
+                f"plugin {plugin}: ddx_llm_backends returned {offered!r}; expected "
+                "{name: factory} where factory(app) returns the backend"
+            )
+        for name, factory in offered.items():
             if name in offers:
-                raise ConfigError(f"two plugins offer a backend named {name!r}")
-            offers[name] = factory
-    wanted = settings.core.backend
+                raise ConfigError(
+                    f"plugins {offers[name][0]} and {plugin} both offer a backend named {name!r}"
+                )
+            offers[name] = (plugin, factory)
+    wanted = app.settings.core.backend
     if wanted not in offers:
         known = ", ".join(sorted(offers)) or "(none: is a backend plugin disabled?)"
         raise ConfigError(f"unknown backend {wanted!r} in [core] backend; available: {known}")
-    return offers[wanted](settings, settings.registry, pm.hook)
+    plugin, factory = offers[wanted]
+    backend = factory(app)
+    missing = missing_members(backend)
+    if missing:
+        raise ConfigError(
+            f"plugin {plugin}: backend {wanted!r} lacks {', '.join(missing)} of the backend "
+            "protocol; subclass ddx_llm.backend.BackendBase for the optional members"
+        )
+    return backend
 
 
 def default_model(settings: Settings, backend: Backend) -> str:
@@ -141,28 +152,73 @@ def default_model(settings: Settings, backend: Backend) -> str:
     return wanted
 
 
-def collect_routes(settings: Settings, pm: PluginManager) -> list[BaseRoute]:
+def collect_routes(app: AppContext) -> list[BaseRoute]:
     """Core routes, then plugin routes; a plugin route may not shadow a core path."""
     routes: list[BaseRoute] = list(core_routes())
     taken = {getattr(route, "path", None) for route in routes}
-    for contributed in pm.hook.ddx_llm_routes(settings=settings, hook=pm.hook):
-        for route in contributed or []:
-            if getattr(route, "path", None) in taken:
-                raise ConfigError(f"a plugin route shadows the core route {route.path}")  # type: ignore[attr-defined]
+    for plugin, contributed in app.pm.results("ddx_llm_routes", app=app, settings=app.settings):
+        if not isinstance(contributed, list | tuple) or not all(
+            isinstance(route, BaseRoute) for route in contributed
+        ):
+            raise ConfigError(
+                f"plugin {plugin}: ddx_llm_routes returned {contributed!r}; expected a list of "
+                "Starlette routes (ddx_llm.routing.Route, Mount)"
+            )
+        for route in contributed:
+            path = getattr(route, "path", None)
+            if path in taken:
+                raise ConfigError(f"plugin {plugin}: its route {path} shadows the core route")
             routes.append(route)
     return routes
 
 
-def _lifespan(context: AppContext):
+def collect_middleware(app: AppContext) -> list[MiddlewareSpec]:
+    """The plugins' middleware and the core's error layer, outermost first."""
+    specs = [
+        MiddlewareSpec(
+            error_shaping.NAME,
+            error_shaping.ORDER,
+            lambda inner: error_shaping.ErrorShapingMiddleware(inner, app),
+            CORE,
+        )
+    ]
+    contributed = app.pm.results("ddx_llm_middleware", app=app, settings=app.settings)
+    for plugin, result in reversed(contributed):  # registration order: ties name the first
+        offered = result if isinstance(result, list | tuple) else [result]
+        for spec in offered:
+            if not isinstance(spec, MiddlewareSpec):
+                raise ConfigError(
+                    f"plugin {plugin}: ddx_llm_middleware returned {spec!r}; expected a "
+                    "ddx_llm.middleware.MiddlewareSpec, a list of them, or None"
+                )
+            specs.append(replace(spec, plugin=plugin))
+    return check_order(specs)
+
+
+def collect_lifespans(app: AppContext) -> list[AbstractAsyncContextManager]:
+    """The plugins' lifespan context managers, in registration order (made when the app is
+    built, entered when it starts)."""
+    managers = []
+    for plugin, manager in reversed(
+        app.pm.results("ddx_llm_lifespan", app=app, settings=app.settings)
+    ):
+        if not hasattr(manager, "__aenter__") or not hasattr(manager, "__aexit__"):
+            raise ConfigError(
+                f"plugin {plugin}: ddx_llm_lifespan returned {manager!r}; expected an async "
+                "context manager (e.g. from @contextlib.asynccontextmanager) or None"
+            )
+        managers.append(manager)
+    return managers
+
+
+def _lifespan(
+    context: AppContext, managers: list[AbstractAsyncContextManager]
+) -> Callable[[Any], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            # pluggy calls the last registered plugin first; enter in registration order.
-            for manager in reversed(
-                context.hook.ddx_llm_lifespan(settings=context.settings, context=context)
-            ):
-                if manager is not None:
-                    await stack.enter_async_context(manager)
+            for manager in managers:
+                await stack.enter_async_context(manager)
             async with anyio.create_task_group() as tg:
                 await tg.start(context.host.start)
                 yield

@@ -1,9 +1,12 @@
 """The backend protocol: what every backend plugin (mock, mlx, ...) provides to the core.
 
 A backend turns a validated chat request into a stream of :class:`Delta` pieces.  The core owns
-everything OpenAI-shaped (ids, chunks, the aggregate completion, SSE) so a backend never builds
-a response body itself.  The :class:`ddx_llm.host.ModelHost` calls ``load``/``unload`` and keeps
-exactly one model resident.
+everything around it — validation, admission, the model lease, the context check, lifecycle
+events, and every response shape (ids, chunks, the aggregate completion, SSE) — so a backend
+never builds a response body itself and every API surface works on every backend.  The
+:class:`ddx_llm.host.ModelHost` calls ``preflight``/``load``/``unload`` and keeps exactly one
+model resident; ``/health`` and ``/readyz`` ask the backend through ``status`` and
+``not_ready_reason``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from .config import Settings
     from .registry import ModelEntry, Registry
     from .schemas import ChatCompletionRequest, TokenLogprob
 
@@ -69,16 +71,17 @@ class Prompt:
 
 @runtime_checkable
 class Backend(Protocol):
-    """What a backend plugin's factory returns.
+    """What a backend plugin's factory returns.  :class:`BackendBase` gives every optional
+    member a default; subclass it and write what your backend needs.
 
     Attributes:
-        name: the backend's name as offered through ``ddx_llm_backends``.
+        name: the backend's name as offered through ``ddx_llm_backends``; ``/health`` shows the
+            backend's :meth:`status` under this key.
         real_model_mode: False for backends without real models (mock): any registered model id is
             served and ``POST /v1/models/load`` answers 404 "server not in real-model mode".
 
-    Optional: ``async preflight(entry)`` — raise :class:`ddx_llm.errors.ModelUnavailable` when
-    ``entry`` cannot be loaded (e.g. too large for the memory).  The host calls it before it
-    drains and unloads the resident model, so a refused swap leaves the service as it was.
+    ``handle`` below is what :meth:`load` returned; the core keeps it while the model is
+    resident and hands it back, so a backend keeps no copy of its own.
     """
 
     name: str
@@ -86,6 +89,12 @@ class Backend(Protocol):
 
     def default_model(self, registry: Registry) -> str | None:
         """The registry id to load at start-up when conf names none (None: the first entry)."""
+
+    async def preflight(self, entry: ModelEntry, resident: Any | None) -> None:
+        """Raise :class:`ddx_llm.errors.ModelUnavailable` when ``entry`` cannot be loaded even
+        once ``resident`` (the handle of the model it replaces, or None) is gone, e.g. too large
+        for the memory.  Called before the resident model is drained and unloaded, so a
+        refused swap leaves the service as it was."""
 
     async def load(self, entry: ModelEntry) -> Any:
         """Load ``entry`` and return a handle for it, without blocking the event loop.
@@ -117,9 +126,57 @@ class Backend(Protocol):
         (put the cleanup in the generator's ``finally``).
         """
 
+    def status(self, handle: Any | None) -> dict[str, Any] | None:
+        """The backend's own ``/health`` field (shown under :attr:`name`), or None.  ``handle``
+        is the resident model's, None when no model is resident.  Called for every ``/health``
+        request on the event loop: must be fast."""
 
-BackendFactory = Callable[["Settings", "Registry", Any], Backend]
-"""``factory(settings, registry, hook) -> Backend``, offered through ``ddx_llm_backends``."""
+    def not_ready_reason(self, handle: Any | None) -> str | None:
+        """Why the backend cannot serve although a model is resident (a dead or stalled worker),
+        or None.  A reason makes ``/readyz`` 503 and ``/health`` ``degraded``.  Must be fast."""
+
+    async def close(self) -> None:
+        """Release what the backend holds beyond its models (threads, connections).  Called
+        once at shutdown, after the last model was unloaded."""
+
+
+class BackendBase:
+    """Defaults for the optional members of :class:`Backend`: no preferred model, no
+    preflight, no ``/health`` field, always ready, nothing to close."""
+
+    name: str
+    real_model_mode: bool = True
+
+    def default_model(self, registry: Registry) -> str | None:
+        return None
+
+    async def preflight(self, entry: ModelEntry, resident: Any | None) -> None:
+        return None
+
+    def status(self, handle: Any | None) -> dict[str, Any] | None:
+        return None
+
+    def not_ready_reason(self, handle: Any | None) -> str | None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+BACKEND_MEMBERS = (
+    "name", "real_model_mode", "default_model", "preflight", "load", "unload", "prepare",
+    "generate", "status", "not_ready_reason", "close",
+)  # fmt: skip
+
+
+def missing_members(backend: object) -> list[str]:
+    """The members of :class:`Backend` that ``backend`` lacks."""
+    return [name for name in BACKEND_MEMBERS if not hasattr(backend, name)]
+
+
+BackendFactory = Callable[[Any], Backend]
+"""``factory(app) -> Backend``, offered through ``ddx_llm_backends``; ``app`` is the
+:class:`~ddx_llm.context.AppContext` (``app.settings``, ``app.settings.registry``)."""
 
 
 def estimate_tokens(text: str) -> int:

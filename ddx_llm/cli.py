@@ -1,21 +1,33 @@
-"""The ``ddx-llm`` command: inspect plugins, check the configuration, convert a GGUF model.
+"""The ``ddx-llm`` command: serve, check the configuration, inspect plugins, start a plugin.
 
-Serving is Hypercorn's job: ``hypercorn --config conf/hypercorn.toml ddx_llm:app``.
+``ddx-llm serve`` runs Hypercorn with ``conf/hypercorn.toml`` and, unlike ``hypercorn
+ddx_llm:app``, ends with a non-zero status when start-up fails (Hypercorn's multi-process
+runner loses its worker's exit status: pgjones/hypercorn#269).  Plugins add subcommands through
+``ddx_llm_commands`` (the ``mlx`` plugin's ``convert``).
+
+Exit statuses: 0 success, 1 a command's own failure, 2 a configuration or plugin error, 3 a
+start-up failure while serving.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from pluggy import PluginValidationError
 
-from .config import ConfigError
+from .config import ConfigError, find_conf_dir, load_core
+from .manager import PluginManager, build_plugin_manager
+
+STARTUP_FAILED = 3
+DEFAULT_HYPERCORN_CONF = Path("conf/hypercorn.toml")
 
 
-def _build(conf_dir: str | None):
+def _build(conf_dir: str | None) -> Any:
     from .app import create_app
 
     return create_app(Path(conf_dir) if conf_dir else None)
@@ -23,62 +35,134 @@ def _build(conf_dir: str | None):
 
 def cmd_plugins(args: argparse.Namespace) -> int:
     """List the loaded plugins (name, source, version, hooks), disabled ones, middleware order."""
-    app = _build(args.conf)
-    pm = app.context.pm
+    context = _build(args.conf).context
+    pm = context.pm
+    chain = [{"name": s.name, "order": s.order, "plugin": s.plugin} for s in context.middleware]
+    if args.json:
+        report = {
+            "plugins": [
+                {"name": i.name, "source": i.source, "version": i.version, "hooks": list(i.hooks)}
+                for i in pm.get_plugin_infos()
+            ],
+            "disabled": pm.blocked_names(),
+            "middleware": chain,
+            "backend": context.backend.name,
+            "default_model": context.host.default_model,
+        }
+        print(json.dumps(report, indent=2))
+        return 0
     for info in pm.get_plugin_infos():
         version = f" {info.version}" if info.version else ""
         print(f"{info.name}{version}  [{info.source}]")
         print(f"    hooks: {', '.join(info.hooks) or '(none)'}")
-    blocked = pm.blocked_names()
-    if blocked:
-        print(f"disabled: {', '.join(blocked)}")
-    order = " -> ".join(f"{s.name}({s.order})" for s in app.context.middleware)
+    if pm.blocked_names():
+        print(f"disabled: {', '.join(pm.blocked_names())}")
+    order = " -> ".join(f"{s['name']}({s['order']})" for s in chain)
     print(f"middleware (outermost first): {order or '(none)'} -> router")
-    print(f"backend: {app.context.backend.name}; default model: {app.context.host.default_model}")
+    print(f"backend: {context.backend.name}; default model: {context.host.default_model}")
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Build the app from conf without serving: exit 0 when the configuration is valid."""
-    app = _build(args.conf)
-    context = app.context
+    context = _build(args.conf).context
     print(
         f"configuration OK: backend {context.backend.name}, {len(context.settings.registry)} models"
     )
     return 0
 
 
-def cmd_convert(args: argparse.Namespace) -> int:
-    """Convert a GGUF (llama architecture) into an mlx-lm model folder."""
-    from .plugins.mlx.convert import convert_gguf
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve with Hypercorn (``conf/hypercorn.toml``); non-zero exit when start-up fails."""
+    import os
 
-    folder = convert_gguf(Path(args.gguf), Path(args.dest))
+    from hypercorn.config import Config
+    from hypercorn.run import run
+
+    config = Config.from_toml(args.config) if Path(args.config).is_file() else Config()
+    if args.bind:
+        config.bind = args.bind
+    if args.worker_class:
+        config.worker_class = args.worker_class
+    if args.workers is not None:
+        config.workers = args.workers
+    config.application_path = "ddx_llm:app"
+    if args.conf:
+        os.environ["DDX_LLM_CONF_DIR"] = str(Path(args.conf).resolve())
+    _build(args.conf)  # a configuration error ends here, before any worker starts (status 2)
+    if config.workers == 1:
+        # One worker: serve in this process, so a failed start-up reaches us as an exception.
+        config.workers = 0
+    try:
+        status = run(config)
+    except Exception as exc:  # Hypercorn's LifespanFailureError, a bind error ...
+        print(f"ddx-llm: start-up failed: {exc}", file=sys.stderr)
+        return STARTUP_FAILED
+    return status or 0
+
+
+def cmd_new_plugin(args: argparse.Namespace) -> int:
+    """Write a new plugin package (entry point, hook skeleton, a passing test) to start from."""
+    from .scaffold import write_plugin
+
+    folder = write_plugin(args.name, Path(args.dest))
     print(folder)
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ddx-llm", description=__doc__)
+def command_plugins(conf: str | None) -> PluginManager:
+    """The plugins whose subcommands ``ddx-llm`` offers: those of the conf when it can be read,
+    else the built-ins and installed ones (so ``ddx-llm convert`` works without a conf)."""
+    try:
+        settings = load_core(Path(conf) if conf else find_conf_dir())
+        return build_plugin_manager(
+            disabled=settings.core.disabled_plugins,
+            plugins_dir=settings.resolve_path(settings.core.plugins_dir),
+        )
+    except (ConfigError, PluginValidationError):
+        return build_plugin_manager()
+
+
+def build_parser(pm: PluginManager) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ddx-llm", description=__doc__.split("\n\n")[0])
     parser.add_argument("--conf", help="conf directory (default: $DDX_LLM_CONF_DIR or ./conf)")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("plugins", help=cmd_plugins.__doc__).set_defaults(func=cmd_plugins)
-    sub.add_parser("check", help=cmd_check.__doc__).set_defaults(func=cmd_check)
-    convert = sub.add_parser("convert", help=cmd_convert.__doc__)
-    convert.add_argument("gguf", help="path of the .gguf file")
-    convert.add_argument("dest", help="model folder to create")
-    convert.set_defaults(func=cmd_convert)
-    args = parser.parse_args(argv)
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger().handlers[0].setLevel(logging.WARNING)  # the app logs its start-up at INFO
+    serve = sub.add_parser("serve", help=cmd_serve.__doc__)
+    serve.add_argument("--config", default=str(DEFAULT_HYPERCORN_CONF), help="Hypercorn TOML")
+    serve.add_argument("-b", "--bind", action="append", help="address to bind (repeatable)")
+    serve.add_argument("-k", "--worker-class", choices=["asyncio", "uvloop", "trio"])
+    serve.add_argument("-w", "--workers", type=int, help="worker processes")
+    serve.set_defaults(run=cmd_serve)
+    sub.add_parser("check", help=cmd_check.__doc__).set_defaults(run=cmd_check)
+    plugins = sub.add_parser("plugins", help=cmd_plugins.__doc__)
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    plugins.set_defaults(run=cmd_plugins)
+    new = sub.add_parser("new-plugin", help=cmd_new_plugin.__doc__)
+    new.add_argument("name", help="plugin name, e.g. token_budget")
+    new.add_argument("--dest", default=".", help="folder to create the package in")
+    new.set_defaults(run=cmd_new_plugin)
+    pm.hook.ddx_llm_commands(subcommands=sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--conf")
+    conf = early.parse_known_args(argv)[0].conf
+    args = build_parser(command_plugins(conf)).parse_args(argv)
+    if args.run is not cmd_serve:  # serving logs as the app and Hypercorn configure it
+        logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger().handlers[0].setLevel(logging.WARNING)  # start-up logs at INFO
     try:
-        return args.func(args)
+        return args.run(args)
     except ConfigError as exc:
         print(f"ddx-llm: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (ImportError, PluginValidationError) as exc:
+    except PluginValidationError as exc:
         print(f"ddx-llm: plugin error: {exc}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+    except (ValueError, OSError) as exc:
         print(f"ddx-llm: {exc}", file=sys.stderr)
         return 1
 

@@ -12,6 +12,7 @@ Relative paths in conf resolve against the folder that holds ``conf/`` (the proj
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .registry import Registry
+from .registry import ModelEntry, Registry
 
 CONF_DIR_ENV = "DDX_LLM_CONF_DIR"
 MAIN_FILE = "ddx-llm.toml"
@@ -78,15 +79,20 @@ class CoreSettings(SectionSettings):
     backend: str = "mock"
     """Name of the backend plugin that serves chat (``mock``, ``mlx``, ``omni``, ...)."""
     use_real_model: bool = False
-    """Shortcut for ``backend = "mlx"`` (``DDX_LLM_USE_REAL_MODEL=1``) when backend is ``mock``."""
+    """Shortcut for ``backend = "mlx"`` when backend is ``mock``.  It stays in the core, although
+    it names a plugin's backend, because it is the seed contract's switch
+    (``DDX_LLM_USE_REAL_MODEL=1``) and it chooses among backends, which only the core does."""
     env: str = "dev"
     """Deployment flavour; ``prod`` makes insecure set-ups warn louder."""
     default_model: str | None = None
     """Registry id loaded at start-up; default: the backend's choice, else the first entry."""
     plugins_dir: Path = Path("plugins")
-    """Drop-in plugin folder: every ``*.py`` file and package in it is loaded as a plugin."""
+    """Drop-in plugin folder: every ``*.py`` file and package in it is loaded as a plugin.  The
+    default folder may be missing; a folder set explicitly must exist."""
     disabled_plugins: CommaList = []
-    """Plugin names that are not loaded (built-in, entry point or drop-in)."""
+    """Plugin names that are not loaded (built-in, entry point or drop-in).  Every name must
+    be one of them.  ``DDX_LLM_DISABLED_PLUGINS`` adds names to this list (it never enables a
+    plugin the conf disables)."""
     max_body_bytes: PositiveInt = 1_048_576
     """Largest accepted request body; larger ones get 413 ``request_too_large``."""
     load_wait_seconds: PositiveFloat = 30.0
@@ -98,7 +104,9 @@ class CoreSettings(SectionSettings):
     max_queue_seconds: PositiveFloat = 60.0
     """Longest wait in the queue before 503 ``overloaded``."""
     models_dir: Path = Path("models/cache")
-    """Where backends keep converted or downloaded model folders."""
+    """Where backends keep converted or downloaded model folders.  In the core, beside the
+    registry it serves, because every backend that stores model files (mlx, omni) shares it:
+    a model converted by one is found by the other."""
     trace_hooks: bool = False
     """Log every hook call with its arguments and result (debugging plugins)."""
     log_level: str = "INFO"
@@ -124,8 +132,10 @@ class Settings:
         """The validated settings of section ``name`` (KeyError if no plugin declared it)."""
         return self.sections[name]
 
-    def resolve_path(self, path: Path) -> Path:
-        """Resolve a path from conf against the project root (the parent of ``conf/``)."""
+    def resolve_path(self, path: str | os.PathLike[str]) -> Path:
+        """Resolve a path from conf (a ``str`` or a ``Path``) against the project root (the
+        parent of ``conf/``)."""
+        path = Path(path)
         return path if path.is_absolute() else (self.conf_dir.parent / path).resolve()
 
 
@@ -159,18 +169,72 @@ def load_core(conf_dir: Path) -> Settings:
     Plugin sections are validated later by :func:`add_sections`, once the plugins are known.
     """
     raw = read_toml(conf_dir / MAIN_FILE, required=False)
-    core = validate_section("core", CoreSettings, raw.get("core", {}), conf_dir / MAIN_FILE)
+    table = raw.get("core", {})
+    core = validate_section("core", CoreSettings, table, conf_dir / MAIN_FILE)
+    extra = os.environ.get("DDX_LLM_DISABLED_PLUGINS")
+    if extra is not None and isinstance(table, dict):
+        listed = [*_split_commas(table.get("disabled_plugins", [])), *_split_commas(extra)]
+        core.disabled_plugins = list(dict.fromkeys(listed))
     models_path = conf_dir / MODELS_FILE
-    registry = Registry.from_toml(read_toml(models_path, required=True), source=str(models_path))
+    registry = load_registry(read_toml(models_path, required=True), source=str(models_path))
     return Settings(conf_dir=conf_dir, core=core, registry=registry, raw=raw)
 
 
-def add_sections(settings: Settings, declared: list[tuple[str, type[SectionSettings]]]) -> None:
-    """Validate each plugin-declared section and reject unknown tables in ``ddx-llm.toml``."""
+def load_registry(data: dict[str, Any], *, source: str) -> Registry:
+    """The registry from the parsed ``models.toml`` (``[[models]]`` tables); errors name the
+    entry and ``source``."""
+    tables = data.get("models", [])
+    if not isinstance(tables, list) or not tables:
+        raise ConfigError(f"{source}: needs at least one [[models]] table")
+    entries = []
+    for index, table in enumerate(tables):
+        try:
+            entries.append(ModelEntry.model_validate(table))
+        except ValidationError as exc:
+            name = table.get("id", f"#{index + 1}") if isinstance(table, dict) else f"#{index + 1}"
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or '(entry)'}: {e['msg']}" for e in exc.errors()
+            )
+            raise ConfigError(f"{source}: model {name}: {problems}") from None
+    try:
+        return Registry(entries)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def check_declaration(plugin: str, declared: Any) -> tuple[str, type[SectionSettings]]:
+    """One ``ddx_llm_settings`` answer, checked: ``(section, SectionSettings subclass)``."""
+    if (
+        not isinstance(declared, tuple)
+        or len(declared) != 2
+        or not isinstance(declared[0], str)
+        or not inspect.isclass(declared[1])
+        or not issubclass(declared[1], SectionSettings)
+    ):
+        raise ConfigError(
+            f"plugin {plugin}: ddx_llm_settings returned {declared!r}; expected "
+            "(section name, a ddx_llm.config.SectionSettings subclass) or None"
+        )
+    return declared
+
+
+def add_sections(settings: Settings, declared: list[tuple[str, Any]]) -> None:
+    """Validate each plugin's section (``declared``: ``(plugin, ddx_llm_settings answer)``) and
+    reject unknown tables in ``ddx-llm.toml``.  Two plugins declaring one section is an error
+    naming both, found before any section is validated."""
     path = settings.conf_dir / MAIN_FILE
-    for name, model in declared:
-        if name == "core" or name in settings.sections:
-            raise ConfigError(f"conf section [{name}] is declared by two plugins")
+    owners: dict[str, str] = {"core": "the core"}
+    checked = []
+    for plugin, answer in declared:
+        name, model = check_declaration(plugin, answer)
+        if name in owners:
+            raise ConfigError(
+                f"conf section [{name}] is declared by {owners[name]} and by plugin {plugin}; "
+                "each plugin needs a section of its own"
+            )
+        owners[name] = f"plugin {plugin}"
+        checked.append((name, model))
+    for name, model in checked:
         settings.sections[name] = validate_section(name, model, settings.raw.get(name, {}), path)
     known = {"core", *settings.sections}
     for name in settings.raw:

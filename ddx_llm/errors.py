@@ -1,15 +1,18 @@
 """The error family and the documented error body.
 
 Every error a client sees has the body ``{"code": str, "message": str, "detail"?: any}`` and a
-status chosen by the exception class.  Core code and plugins raise these; the ``errors`` plugin
-turns them into responses (through the ``ddx_llm_map_exception`` hook, so plugins can map their
-own exception types too).
+status chosen by the exception class.  Core code and plugins raise these; the core's error layer
+(:mod:`ddx_llm.middleware.error_shaping`) turns them into responses with :func:`describe`, which
+first asks the ``ddx_llm_map_exception`` hook, so plugins can map their own exception types too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
 
 
 class LlmError(Exception):
@@ -125,15 +128,42 @@ def leaf_exception(exc: BaseException) -> BaseException:
 
 
 INTERNAL_ERROR = "internal server error"
+HTTP_CODES = {
+    404: ("not_found", "no such route"),
+    405: ("method_not_allowed", "method not allowed"),
+}
 
 
-def describe(exc: BaseException, hook: Any, scope: Any) -> ErrorInfo:
-    """Map ``exc`` through the ``ddx_llm_map_exception`` hook, falling back to the error family
-    (an :class:`LlmError` maps to itself) and then to 500 ``llm_error`` without details."""
+def validation_detail(exc: ValidationError) -> list[dict[str, Any]]:
+    """pydantic's errors as ``[{field, message, type}]`` with dotted field paths."""
+    return [
+        {
+            "field": ".".join(str(part) for part in err["loc"]) or "(body)",
+            "message": err["msg"],
+            "type": err["type"],
+        }
+        for err in exc.errors(include_url=False)
+    ]
+
+
+def describe(exc: BaseException, app: Any, scope: Any) -> ErrorInfo:
+    """The response for ``exc`` raised while serving ``scope``.
+
+    The ``ddx_llm_map_exception`` hook answers first; then the core maps what it knows: an
+    :class:`LlmError` maps to itself, Starlette's routing misses to 404 ``not_found`` / 405
+    ``method_not_allowed``, a pydantic ``ValidationError`` to 422 ``request_invalid``; anything
+    else is 500 ``llm_error`` with no detail (the traceback is for the log only).
+    """
     exc = leaf_exception(exc)
-    info = hook.ddx_llm_map_exception(exc=exc, scope=scope)
-    if info is not None:
-        return info
+    if app is not None:
+        info = app.hook.ddx_llm_map_exception(exc=exc, scope=scope, app=app)
+        if info is not None:
+            return info
     if isinstance(exc, LlmError):
         return exc.info()
+    if isinstance(exc, HTTPException):
+        code, message = HTTP_CODES.get(exc.status_code, ("http_error", exc.detail))
+        return ErrorInfo(exc.status_code, code, message, headers=dict(exc.headers or {}))
+    if isinstance(exc, ValidationError):
+        return RequestInvalid("invalid request", detail=validation_detail(exc)).info()
     return ErrorInfo(500, LlmError.code, INTERNAL_ERROR)

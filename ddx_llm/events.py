@@ -1,18 +1,65 @@
 """Lifecycle facts the core emits through the ``ddx_llm_observe`` hook.
 
-The core states what happened; plugins (metrics, logging, tracing) decide what to do with it.
-Times are in seconds.  Every request that reaches generation ends with exactly one
-:class:`RequestDone`, whatever happened (``finish_reason`` is then ``cancelled`` or ``error``).
+The core states what happened; plugins (metrics, usage accounting, audit logs, tracing) decide
+what to do with it.  Times are in seconds; ``model`` is a registry id.
+
+Every request-scoped event carries ``request``, a :class:`RequestInfo`: the request id, the
+client identity, the method, the route template and the API surface.  These are fields of the
+event, not context variables, so an observer reads the same values whatever thread or task
+produced the event.  Every request that reaches the model host ends with exactly one
+:class:`RequestRejected` (turned away before generating) or one :class:`RequestDone` (whatever
+happened then: ``finish_reason`` is ``cancelled`` when the client left, ``error`` on failure).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.types import Scope
+
+from .routing import matched_route
+
 logger = logging.getLogger(__name__)
+
+REQUEST_ID = "request_id"
+CLIENT_ID = "client_id"
+"""Keys of ``scope["state"]``: the request id (set by the ``request_id`` plugin, else by the
+core when a request reaches the model host) and the client identity (set by an authenticating
+plugin such as ``auth``: a key's configured name, or ``key-`` + 8 hex digits of its SHA-256)."""
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """Which request an event belongs to.
+
+    Attributes:
+        id: the request id, as in the ``X-Request-ID`` response header.
+        client: the client identity an authenticating plugin recognised, else None.
+        method: the HTTP method.
+        route: the route template (``/v1/chat/completions``).
+        surface: the API surface (``chat.completions``), as the route declares it.
+    """
+
+    id: str
+    client: str | None
+    method: str
+    route: str
+    surface: str | None
+
+    @classmethod
+    def from_scope(cls, scope: Scope) -> RequestInfo:
+        """The request behind ``scope``; gives it a request id when it has none yet."""
+        state = scope.setdefault("state", {})
+        request_id = state.get(REQUEST_ID)
+        if request_id is None:
+            request_id = state[REQUEST_ID] = uuid.uuid4().hex
+        route = matched_route(scope)
+        return cls(request_id, state.get(CLIENT_ID), scope["method"], route.template, route.surface)
 
 
 @dataclass(frozen=True)
@@ -20,18 +67,27 @@ class Event:
     """Base of every observation."""
 
 
-@dataclass(frozen=True)
-class RequestQueued(Event):
-    """A chat request was accepted and waits for the model (admission, loading)."""
+Emit = Callable[[Event], None]
+"""Delivers one event to the observers (:meth:`ddx_llm.context.AppContext.emit`)."""
 
+
+@dataclass(frozen=True)
+class RequestEvent(Event):
+    """Base of the events of one request."""
+
+    request: RequestInfo
     model: str
 
 
 @dataclass(frozen=True)
-class RequestStarted(Event):
-    """The request got the model and generation begins; ``queue_seconds`` it waited."""
+class RequestQueued(RequestEvent):
+    """The request was accepted and waits for the model (admission, a load in progress)."""
 
-    model: str
+
+@dataclass(frozen=True)
+class RequestStarted(RequestEvent):
+    """The request got the model and generation begins."""
+
     queue_seconds: float
     queued_model: str | None = None
     """The model the request was counted as waiting for, when not ``model``: it named no model
@@ -39,31 +95,27 @@ class RequestStarted(Event):
 
 
 @dataclass(frozen=True)
-class RequestRejected(Event):
-    """The request was turned away before generating (``code`` of the error)."""
+class RequestRejected(RequestEvent):
+    """The request was turned away before generating (``code`` of the error it got)."""
 
-    model: str
     code: str
 
 
 @dataclass(frozen=True)
-class FirstToken(Event):
-    model: str
+class FirstToken(RequestEvent):
     seconds: float
-    """Time from the start of the request to the first generated token."""
+    """Time from the start of the request to its first generated token."""
 
 
 @dataclass(frozen=True)
-class TokensGenerated(Event):
-    model: str
+class TokensGenerated(RequestEvent):
     count: int
     seconds: float
     """Time since the previous generated piece (inter-token latency over ``count`` tokens)."""
 
 
 @dataclass(frozen=True)
-class RequestDone(Event):
-    model: str
+class RequestDone(RequestEvent):
     finish_reason: str
     """``stop``, ``length``, ``tool_calls``, ``cancelled`` (client left) or ``error``."""
     prompt_tokens: int
@@ -98,14 +150,11 @@ class ModelUnloaded(Event):
 
 class TokenClock:
     """Times one generation's tokens: :class:`FirstToken` for the first generated piece,
-    :class:`TokensGenerated` for each later one; ``done`` gives its :class:`RequestDone`.
+    :class:`TokensGenerated` for each later one; :meth:`done` gives its :class:`RequestDone`."""
 
-    Shared by every path that generates (the core's chat route, proxying backends), so the
-    metrics mean the same thing whichever produced the tokens.
-    """
-
-    def __init__(self, hook: Any, model: str, started: float) -> None:
-        self.hook = hook
+    def __init__(self, emit: Emit, request: RequestInfo, model: str, started: float) -> None:
+        self.emit = emit
+        self.request = request
         self.model = model
         self.started = started
         self.generated = 0
@@ -116,12 +165,9 @@ class TokenClock:
         now = time.monotonic()
         self.generated += count
         if self._last is None:
-            emit(self.hook, FirstToken(model=self.model, seconds=now - self.started))
+            self.emit(FirstToken(self.request, self.model, seconds=now - self.started))
         else:
-            emit(
-                self.hook,
-                TokensGenerated(model=self.model, count=count, seconds=now - self._last),
-            )
+            self.emit(TokensGenerated(self.request, self.model, count, now - self._last))
         self._last = now
 
     def done(
@@ -129,7 +175,8 @@ class TokenClock:
     ) -> RequestDone:
         """The request's end; ``completion_tokens`` defaults to the tokens recorded."""
         return RequestDone(
-            model=self.model,
+            self.request,
+            self.model,
             finish_reason=finish_reason,
             prompt_tokens=prompt_tokens,
             completion_tokens=self.generated if completion_tokens is None else completion_tokens,
@@ -137,15 +184,14 @@ class TokenClock:
         )
 
 
-def emit(hook: Any, event: Event) -> None:
-    """Deliver ``event`` to every observer; an observer's exception is logged, never raised.
-
-    Each implementation is called on its own so that one failing observer cannot keep the event
-    from the others (a plain hook call stops at the first exception).
-    """
+def deliver(hook: Any, event: Event, app: Any) -> None:
+    """Give ``event`` to every ``ddx_llm_observe`` implementation; an observer's exception is
+    logged, never raised, and never keeps the event from the others (a plain hook call stops at
+    the first exception)."""
     for impl in hook.ddx_llm_observe.get_hookimpls():
+        arguments = {"event": event, "app": app}
         try:
-            impl.function(**{name: event for name in impl.argnames})
+            impl.function(**{name: arguments[name] for name in impl.argnames})
         except Exception:
             logger.exception(
                 "observer %s raised on %s; ignored", impl.plugin_name, type(event).__name__

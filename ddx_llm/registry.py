@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 
 class ModelEntry(BaseModel):
@@ -49,31 +49,6 @@ class Registry:
         dupes = [model_id for model_id, n in Counter(e.id for e in entries).items() if n > 1]
         if dupes:
             raise ValueError(f"duplicate model ids: {', '.join(sorted(dupes))}")
-
-    @classmethod
-    def from_toml(cls, data: dict[str, Any], *, source: str) -> Registry:
-        """Build from the parsed ``models.toml`` (``[[models]]`` tables); errors name the entry."""
-        from .config import ConfigError
-
-        tables = data.get("models", [])
-        if not isinstance(tables, list) or not tables:
-            raise ConfigError(f"{source}: needs at least one [[models]] table")
-        entries = []
-        for index, table in enumerate(tables):
-            try:
-                entries.append(ModelEntry.model_validate(table))
-            except ValidationError as exc:
-                name = (
-                    table.get("id", f"#{index + 1}") if isinstance(table, dict) else f"#{index + 1}"
-                )
-                problems = "; ".join(
-                    f"{'.'.join(map(str, e['loc'])) or '(entry)'}: {e['msg']}" for e in exc.errors()
-                )
-                raise ConfigError(f"{source}: model {name}: {problems}") from None
-        try:
-            return cls(entries)
-        except ValueError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
 
     def get(self, model_id: str) -> ModelEntry | None:
         return self._entries.get(model_id)

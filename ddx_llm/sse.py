@@ -94,13 +94,18 @@ class EventStreamResponse:
         self.error_body = error_body
         self.headers = {**HEADERS, **(headers or {})}
         self.disconnected = False
+        self.ending = False
+        """The final ``[DONE]`` is being sent: a disconnect noticed from then on is the
+        normal end of the response (trio's Hypercorn reports it while the last send returns),
+        not a client leaving mid-stream."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            _, self.disconnected = await run_until_disconnect(receive, lambda: self._stream(send))
+            _, gone = await run_until_disconnect(receive, lambda: self._stream(send))
         finally:
             with anyio.CancelScope(shield=True):
                 await self.source.aclose()
+        self.disconnected = gone and not self.ending
         if self.disconnected:
             logger.info("client disconnected mid-stream; generation closed")
 
@@ -126,4 +131,5 @@ class EventStreamResponse:
                     "more_body": True,
                 }
             )
+        self.ending = True
         await send({"type": "http.response.body", "body": DONE, "more_body": False})

@@ -9,7 +9,8 @@ Limits (``"60/minute"``, ``"10/second;500/hour"``) come from ``[rate_limit]``: `
 "redis://host:6379/0"``) so that replicas behind a load balancer share one limit per key.
 
 Order 550: inside auth (500), which sets the identity and refuses bad keys before they spend
-anyone's quota; inside errors (400), which turns the raised 429 into the documented body.
+anyone's quota; inside the core's error layer (400), which turns the raised 429 into the
+documented body.  The app's limiter is kept with ``app.state("rate_limit", ...)``.
 
 The async storages of ``limits`` are asyncio-only (``asyncio.Lock``, ``redis.asyncio``) and fail
 under Hypercorn's trio worker, so the synchronous ones are used: memory counters inline (no I/O,
@@ -30,18 +31,19 @@ from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
-from pydantic import AfterValidator, PrivateAttr, field_validator
+from pydantic import AfterValidator, field_validator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ddx_llm import hookimpl
 from ddx_llm.config import CommaList, ConfigError, SectionSettings
 from ddx_llm.errors import LlmError
-from ddx_llm.middleware import MiddlewareSpec, route_path
+from ddx_llm.middleware import MiddlewareSpec
+from ddx_llm.routing import route_path
 
 logger = logging.getLogger("ddx_llm.plugins.rate_limit")
 
 ORDER = 550
-"""After auth (500), which sets the identity; inside errors (400), which shapes the 429."""
+"""After auth (500), which sets the identity; inside the error layer (400), which shapes the 429."""
 
 SECTION = "rate_limit"
 UNLIMITED = "unlimited"
@@ -112,8 +114,6 @@ class RateLimitSettings(SectionSettings):
     """Prefix of the counter keys: deployments sharing one Redis but not their limits differ."""
     fail_open: bool = True
     """Storage down: True lets requests through (logged), False answers 503."""
-
-    _limiter: Any = PrivateAttr(default=None)  # the Limiter built for this app
 
     @field_validator("routes")
     @classmethod
@@ -287,24 +287,24 @@ def ddx_llm_settings() -> tuple[str, type]:
     return (SECTION, RateLimitSettings)
 
 
-def limiter_for(settings: Any) -> Limiter:
-    """The app's :class:`Limiter`, built once and kept on its ``[rate_limit]`` settings (the
-    one object the hooks of one app share; a module global would be shared by every app)."""
-    section: RateLimitSettings = settings.section(SECTION)
-    if section._limiter is None:
-        section._limiter = Limiter(section)
-        logger.info(
-            "rate_limit: %s; routes %s", section._limiter.describe(), ", ".join(section.routes)
-        )
-    return section._limiter
+def limiter_of(app: Any) -> Limiter:
+    """This app's :class:`Limiter`, built on first use."""
+
+    def create() -> Limiter:
+        section: RateLimitSettings = app.settings.section(SECTION)
+        limiter = Limiter(section)
+        logger.info("rate_limit: %s; routes %s", limiter.describe(), ", ".join(section.routes))
+        return limiter
+
+    return app.state(SECTION, create)
 
 
 @hookimpl
-def ddx_llm_middleware(settings: Any) -> MiddlewareSpec:
-    limiter, routes = limiter_for(settings), settings.section(SECTION).routes
-    return MiddlewareSpec(SECTION, ORDER, lambda app: RateLimitMiddleware(app, limiter, routes))
+def ddx_llm_middleware(app: Any) -> MiddlewareSpec:
+    limiter, routes = limiter_of(app), app.settings.section(SECTION).routes
+    return MiddlewareSpec(SECTION, ORDER, lambda inner: RateLimitMiddleware(inner, limiter, routes))
 
 
 @hookimpl
-def ddx_llm_lifespan(settings: Any) -> Any:
-    return storage_check(limiter_for(settings))
+def ddx_llm_lifespan(app: Any) -> Any:
+    return storage_check(limiter_of(app))

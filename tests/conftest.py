@@ -29,9 +29,11 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def conf_dir(tmp_path: Path) -> Path:
-    """A private copy of the project's conf/, safe to edit."""
+    """A private copy of the project's conf/ and plugins/ (the drop-in folder the conf names),
+    safe to edit."""
     dest = tmp_path / "conf"
     shutil.copytree(ROOT / "conf", dest)
+    shutil.copytree(ROOT / "plugins", tmp_path / "plugins", ignore=shutil.ignore_patterns("*.md"))
     return dest
 
 
@@ -46,7 +48,7 @@ def mlx_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         import mlx_lm  # noqa: F401 - fail loudly
     else:
         pytest.importorskip("mlx_lm")
-    from ddx_llm.plugins.mlx import bundled
+    from ddx_llm.plugins.mlx_models import bundled
 
     path = tmp_path_factory.getbasetemp() / "mlx-models"
     try:

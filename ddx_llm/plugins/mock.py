@@ -24,11 +24,10 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ddx_llm import hookimpl
-from ddx_llm.backend import Delta, Prompt, ToolCallDelta, Usage, estimate_tokens
-from ddx_llm.body import validation_detail
+from ddx_llm.backend import BackendBase, Delta, Prompt, ToolCallDelta, Usage, estimate_tokens
 from ddx_llm.config import SectionSettings
-from ddx_llm.errors import LlmError, RequestInvalid
-from ddx_llm.registry import ModelEntry, Registry
+from ddx_llm.errors import LlmError, RequestInvalid, validation_detail
+from ddx_llm.registry import ModelEntry
 from ddx_llm.schemas import ChatCompletionRequest, TokenLogprob, TopLogprob
 
 Scenario = Literal["tool_call", "echo", "error"]
@@ -53,7 +52,7 @@ class MockOptions(BaseModel):
     token_delay_ms: float | None = Field(default=None, ge=0, le=10_000)
 
 
-class MockBackend:
+class MockBackend(BackendBase):
     """Answers without a model; any registered model id is served."""
 
     name = "mock"
@@ -61,9 +60,6 @@ class MockBackend:
 
     def __init__(self, settings: MockSettings) -> None:
         self.settings = settings
-
-    def default_model(self, registry: Registry) -> str | None:
-        return None
 
     async def load(self, entry: ModelEntry) -> ModelEntry:
         return entry
@@ -169,4 +165,4 @@ def ddx_llm_settings() -> tuple[str, type]:
 
 @hookimpl
 def ddx_llm_backends() -> dict[str, Any]:
-    return {"mock": lambda settings, registry, hook: MockBackend(settings.section("mock"))}
+    return {"mock": lambda app: MockBackend(app.settings.section("mock"))}

@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ddx_llm import hookimpl
 from ddx_llm.config import SectionSettings
+from ddx_llm.events import REQUEST_ID
 from ddx_llm.middleware import MiddlewareSpec
 
 ORDER = 100
@@ -79,7 +80,7 @@ class RequestIdMiddleware:
             None,
         )
         request_id = choose_request_id(presented)
-        scope.setdefault("state", {})["request_id"] = request_id
+        scope.setdefault("state", {})[REQUEST_ID] = request_id
         value = request_id.encode("latin-1")
 
         async def send_with_id(message: Message) -> None:

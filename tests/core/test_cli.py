@@ -35,7 +35,7 @@ def test_plugins_lists_sources_hooks_and_the_middleware_order(conf_dir, capsys):
 @pytest.mark.model
 def test_convert_writes_a_loadable_model_folder(tmp_path, capsys):
     pytest.importorskip("mlx.core")
-    from ddx_llm.plugins.mlx.bundled import bundled_gguf_path
+    from ddx_llm.plugins.mlx_models.bundled import bundled_gguf_path
 
     dest = tmp_path / "smollm2"
     assert main(["convert", str(bundled_gguf_path()), str(dest)]) == 0

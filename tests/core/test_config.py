@@ -22,7 +22,8 @@ def test_files_are_read_and_environment_overrides_them(conf_dir, monkeypatch):
 
 def test_comma_separated_lists_from_the_environment(conf_dir, monkeypatch):
     monkeypatch.setenv("DDX_LLM_DISABLED_PLUGINS", "metrics, cors,")
-    assert load_core(conf_dir).core.disabled_plugins == ["metrics", "cors"]
+    # the variable adds to the conf list (which disables rate_limit), never replaces it
+    assert load_core(conf_dir).core.disabled_plugins == ["rate_limit", "metrics", "cors"]
 
 
 def test_use_real_model_selects_the_mlx_backend(conf_dir, monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 from support import add_models, running_app, write_conf
 
 from ddx_llm import hookimpl
-from ddx_llm.backend import Delta, Prompt, Usage
+from ddx_llm.backend import BackendBase, Delta, Prompt, Usage
 from ddx_llm.errors import ModelUnavailable
 
 pytestmark = pytest.mark.anyio
@@ -24,7 +24,7 @@ MODELS = [
 ]  # fmt: skip
 
 
-class GatedBackend:
+class GatedBackend(BackendBase):
     """Loads wait on a per-model gate; generation yields ``tokens`` pieces ``delay`` apart."""
 
     name = "gated"
@@ -70,7 +70,7 @@ class GatedPlugin:
 
     @hookimpl
     def ddx_llm_backends(self):
-        return {"gated": lambda settings, registry, hook: self.backend}
+        return {"gated": lambda app: self.backend}
 
 
 @pytest.fixture

@@ -9,12 +9,12 @@ import pytest
 from support import running_app, write_conf
 
 from ddx_llm import hookimpl
-from ddx_llm.backend import Delta, Prompt, Usage
+from ddx_llm.backend import BackendBase, Delta, Prompt, Usage
 
 pytestmark = pytest.mark.anyio
 
 
-class EndlessBackend:
+class EndlessBackend(BackendBase):
     """Generates until closed; records how many pieces it made and whether it was closed."""
 
     name = "endless"
@@ -23,9 +23,6 @@ class EndlessBackend:
     def __init__(self) -> None:
         self.made = 0
         self.closed = anyio.Event()
-
-    def default_model(self, registry):
-        return None
 
     async def load(self, entry):
         return entry
@@ -55,7 +52,7 @@ class EndlessPlugin:
 
     @hookimpl
     def ddx_llm_backends(self):
-        return {"endless": lambda settings, registry, hook: self.backend}
+        return {"endless": lambda app: self.backend}
 
 
 async def call_and_leave(

@@ -16,7 +16,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from support import LiveServer
 
-from ddx_llm.plugins.metrics_collector import reap_dead_workers
+from ddx_llm.plugins.metrics.exposition import reap_dead_workers
 
 pytestmark = pytest.mark.live
 

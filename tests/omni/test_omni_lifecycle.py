@@ -115,7 +115,7 @@ async def test_upstream_import_leaves_logging_and_the_working_folder_alone(tmp_p
     out = run_python(
         """
         import logging
-        from ddx_llm.plugins import omni_upstream
+        from ddx_llm.plugins.omni import upstream as omni_upstream
         omni_upstream.build_app("WARNING")
         import mlx_omni_server.chat.openai.router  # the real router, imported
         print(logging.getLogger().handlers, logging.getLogger().level,

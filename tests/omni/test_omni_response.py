@@ -12,7 +12,7 @@ import pytest
 from ddx_llm import events, hookimpl
 from ddx_llm.errors import RequestInvalid
 from ddx_llm.manager import PluginManager
-from ddx_llm.plugins.omni_response import ResponseRewriter, upstream_error
+from ddx_llm.plugins.omni.response import ResponseRewriter, upstream_error
 
 pytestmark = pytest.mark.anyio
 

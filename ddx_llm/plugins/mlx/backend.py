@@ -24,23 +24,24 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ddx_llm.backend import Delta, Prompt
+from ddx_llm.backend import BackendBase, Delta, Prompt
 from ddx_llm.errors import LlmError, ModelUnavailable
+from ddx_llm.plugins.mlx_models import memory
+from ddx_llm.plugins.mlx_models.bundled import BUNDLED_MODEL_ID
+from ddx_llm.plugins.mlx_models.source import ModelSource, local_folder, model_source
 from ddx_llm.registry import ModelEntry, Registry
 from ddx_llm.schemas import ChatCompletionRequest
 
-from . import memory
-from .bundled import BUNDLED_MODEL_ID
 from .deltas import DeltaBuilder
 from .jobs import Job
+from .loading import load_model
 from .prompt import check_request, render_prompt, template_messages, template_tools
 from .sampling import SamplingParams, sampling_params
-from .source import ModelSource, load_model, local_folder, model_source
 from .tools import ToolCallStream
 from .worker import ModelWorker, WorkerOptions
 
 if TYPE_CHECKING:
-    from ddx_llm.config import Settings
+    from ddx_llm.context import AppContext
 
     from . import MlxSettings
 
@@ -65,13 +66,14 @@ class Prepared:
     parallel_tool_calls: bool
 
 
-class MlxBackend:
+class MlxBackend(BackendBase):
     """The backend offered as ``mlx`` (see the module docstring)."""
 
     name = "mlx"
     real_model_mode = True
 
-    def __init__(self, settings: Settings, registry: Registry, hook: Any = None) -> None:
+    def __init__(self, app: AppContext) -> None:
+        settings, registry = app.settings, app.settings.registry
         self.options: MlxSettings = settings.section("mlx")
         self.models_dir = settings.resolve_path(settings.core.models_dir)
         models_toml = str(settings.conf_dir / "models.toml")
@@ -92,8 +94,6 @@ class MlxBackend:
             prompt_cache_entries=self.options.prompt_cache_entries,
             prompt_cache_bytes=int(self.options.prompt_cache_gb * memory.GB),
         )
-        self.handle: MlxHandle | None = None
-        """The resident model (for ``/health``)."""
         self.last_unload: dict[str, Any] | None = None
         """Memory figures of the last unload: resident, dropped, released."""
 
@@ -125,13 +125,10 @@ class MlxBackend:
         finally:
             if not worker.loaded.done() or worker.loaded.exception() is not None:
                 worker.stop()  # a cancelled load: the thread exits once loading is over
-        self.handle = MlxHandle(entry, source, worker, tokenizer)
-        return self.handle
+        return MlxHandle(entry, source, worker, tokenizer)
 
     async def unload(self, handle: MlxHandle) -> None:
         """Stop the worker and wait until it has dropped the model and returned its memory."""
-        if self.handle is handle:
-            self.handle = None
         resident = memory.figures()
         started = time.monotonic()
         handle.worker.stop()
@@ -141,11 +138,11 @@ class MlxBackend:
         self.last_unload.update(handle.worker.released or {})
         logger.info("unloaded %s: %s", handle.entry.id, self.last_unload)
 
-    async def preflight(self, entry: ModelEntry) -> None:
-        """Raise ModelUnavailable when ``entry`` cannot fit even once the resident model is
-        gone — for a host that asks before unloading (the load itself checks again)."""
-        resident = self.handle.source if self.handle is not None else None
-        await anyio.to_thread.run_sync(self._check_fits, self.sources[entry.id], resident)
+    async def preflight(self, entry: ModelEntry, resident: MlxHandle | None) -> None:
+        """Raise ModelUnavailable when ``entry`` cannot fit even once the ``resident`` model is
+        gone (the load itself checks again)."""
+        replaced = resident.source if resident is not None else None
+        await anyio.to_thread.run_sync(self._check_fits, self.sources[entry.id], replaced)
 
     def _check_fits(self, source: ModelSource, resident: ModelSource | None) -> None:
         folder = local_folder(source, self.models_dir)
@@ -155,19 +152,18 @@ class MlxBackend:
         freed = memory.weights_bytes(resident_folder) if resident_folder else 0
         memory.check_fits(source.model_id, folder, self.options.memory_headroom_gb, freed)
 
-    def status(self) -> dict[str, Any]:
+    def status(self, handle: MlxHandle | None) -> dict[str, Any]:
         """``/health`` → ``mlx``: the worker's counters and heartbeat, memory figures."""
-        body: dict[str, Any] = self.handle.worker.status() if self.handle else {}
+        body: dict[str, Any] = handle.worker.status() if handle else {}
         body["stall_seconds"] = self.options.stall_seconds
         body["memory"] = memory.figures()
         if self.last_unload is not None:
             body["last_unload"] = self.last_unload
         return body
 
-    def not_ready_reason(self) -> str | None:
+    def not_ready_reason(self, handle: MlxHandle | None) -> str | None:
         """Why the resident model cannot serve although the host thinks it is ready: its
         worker thread died, or a step has been running for longer than ``stall_seconds``."""
-        handle = self.handle
         if handle is None:
             return None
         worker = handle.worker

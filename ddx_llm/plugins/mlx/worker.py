@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ddx_llm.errors import ModelUnavailable
+from ddx_llm.plugins.mlx_models import memory
 
-from . import memory
 from .engine import BatchEngine
 from .jobs import Failed, Job
 from .prompt_cache import PromptCache

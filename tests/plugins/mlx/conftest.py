@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from support import write_conf
 
-from ddx_llm.plugins.mlx import bundled
+from ddx_llm.plugins.mlx_models import bundled
 
 
 @pytest.fixture(scope="session")

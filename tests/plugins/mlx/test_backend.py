@@ -14,7 +14,7 @@ from mlx_support import SHORT_CHAT, STORY_CHAT, sse_chunks, wait_ready
 from openai_schemas import validate
 from support import add_models, running_app, write_conf
 
-from ddx_llm.plugins.mlx.bundled import BUNDLED_MODEL_ID
+from ddx_llm.plugins.mlx_models.bundled import BUNDLED_MODEL_ID
 
 pytestmark = [pytest.mark.anyio, pytest.mark.model]
 

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from ddx_llm.plugins.mlx import bundled, convert
-from ddx_llm.plugins.mlx.convert import (
+from ddx_llm.plugins.mlx_models import bundled, convert
+from ddx_llm.plugins.mlx_models.convert import (
     ConversionError,
     convert_gguf,
     is_complete,
@@ -21,7 +21,7 @@ from ddx_llm.plugins.mlx.convert import (
     quantization_config,
 )
 
-LOGGER = "ddx_llm.plugins.mlx.convert"
+LOGGER = "ddx_llm.plugins.mlx_models.convert"
 
 
 # --- fixtures: one conversion per session ------------------------------------------------

@@ -18,7 +18,7 @@ from mlx_support import SHORT_CHAT, wait_ready
 from support import add_models, running_app, write_conf
 
 from ddx_llm.errors import ModelUnavailable
-from ddx_llm.plugins.mlx.bundled import BUNDLED_MODEL_ID, TOOLS_MODEL_ID
+from ddx_llm.plugins.mlx_models.bundled import BUNDLED_MODEL_ID, TOOLS_MODEL_ID
 
 pytestmark = [pytest.mark.anyio, pytest.mark.model]
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from ddx_llm.errors import ModelUnavailable
-from ddx_llm.plugins.mlx import memory
-from ddx_llm.plugins.mlx.bundled import BUNDLED_MODEL_ID
+from ddx_llm.plugins.mlx_models import memory
+from ddx_llm.plugins.mlx_models.bundled import BUNDLED_MODEL_ID
 
 pytestmark = pytest.mark.model
 

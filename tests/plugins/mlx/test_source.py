@@ -13,7 +13,7 @@ from ddx_llm.app import create_app
 from ddx_llm.config import ConfigError
 from ddx_llm.errors import ModelUnavailable
 from ddx_llm.plugins.mlx import INSTALL_HINT
-from ddx_llm.plugins.mlx.source import ModelSource, model_folder, model_source
+from ddx_llm.plugins.mlx_models.source import ModelSource, model_folder, model_source
 from ddx_llm.registry import ModelEntry
 
 EXTRAS = {

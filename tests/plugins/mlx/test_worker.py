@@ -16,9 +16,10 @@ from mlx_support import SHORT_CHAT, STORY_CHAT
 
 from ddx_llm.errors import ModelUnavailable
 from ddx_llm.plugins.mlx.jobs import Failed, Finished, Job, Piece
+from ddx_llm.plugins.mlx.loading import load_model
 from ddx_llm.plugins.mlx.sampling import SamplingParams
-from ddx_llm.plugins.mlx.source import ModelSource, load_model
 from ddx_llm.plugins.mlx.worker import ModelWorker, WorkerOptions
+from ddx_llm.plugins.mlx_models.source import ModelSource
 
 pytestmark = pytest.mark.model
 
@@ -167,7 +168,7 @@ def test_a_seed_gives_the_same_tokens_alone_and_batched(worker):
 
 
 def test_a_stopped_worker_takes_no_jobs_and_releases_the_model(worker, mlx_models_dir):
-    from ddx_llm.plugins.mlx import memory
+    from ddx_llm.plugins.mlx_models import memory
 
     weights = memory.weights_bytes(mlx_models_dir / BUNDLED.bundled) / 1e6
     loaded = memory.figures()  # figures are process-wide: other fixtures may hold arrays

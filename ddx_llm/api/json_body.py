@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
-from .errors import RequestInvalid
+from ..errors import RequestInvalid, validation_detail
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -22,18 +22,6 @@ async def read_json(request: Request) -> Any:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestInvalid("malformed JSON in the request body", detail=str(exc)) from None
-
-
-def validation_detail(exc: ValidationError) -> list[dict[str, Any]]:
-    """pydantic's errors as ``[{field, message, type}]`` with dotted field paths."""
-    return [
-        {
-            "field": ".".join(str(part) for part in err["loc"]) or "(body)",
-            "message": err["msg"],
-            "type": err["type"],
-        }
-        for err in exc.errors(include_url=False)
-    ]
 
 
 def parse_as(model: type[M], data: Any) -> M:

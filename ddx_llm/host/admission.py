@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 import anyio
 
-from .errors import Overloaded
+from ..errors import Overloaded
 
 
 class Admission:

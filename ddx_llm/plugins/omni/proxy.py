@@ -36,8 +36,8 @@ from ddx_llm.registry import ModelEntry
 from ddx_llm.schemas import ChatCompletionRequest
 from ddx_llm.sse import DONE, encode_event
 
-from .omni_bridge import UpstreamStopped
-from .omni_response import ResponseRewriter, upstream_error
+from .bridge import UpstreamStopped
+from .response import ResponseRewriter, upstream_error
 
 logger = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
-from .backend import Delta
-from .errors import LlmError
-from .schemas import (
+from ..backend import Delta
+from ..errors import LlmError
+from ..schemas import (
     ChatCompletion,
     ChatCompletionChunk,
     Choice,

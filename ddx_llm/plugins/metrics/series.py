@@ -1,4 +1,4 @@
-"""The metrics of one app: Prometheus series, the observer feeding them, and the exposition.
+"""The metrics of one app: its Prometheus series and the lifecycle events that feed them.
 
 Every series lives in a private :class:`prometheus_client.CollectorRegistry` (never the global
 one), so several apps in one process do not mix their numbers.  The LLM series are named after
@@ -6,27 +6,25 @@ vLLM's (``vllm:x`` → ``ddx_llm_x``) with vLLM's buckets, so a vLLM Grafana das
 replacing the prefix; like vLLM they carry a ``model_name`` label (registry ids: bounded).
 
 Multiprocess mode: when ``PROMETHEUS_MULTIPROC_DIR`` is set (before the process starts, as
-prometheus-client requires), values go to per-process files in that folder and the exposition
-merges all of them with ``MultiProcessCollector``.  Gauges use ``livesum``: the sum over the
-workers alive.  A worker marks itself dead at shutdown; files of workers that died without
-shutting down are reaped at the next scrape.
+prometheus-client requires), values go to per-process files in that folder and
+:attr:`MetricsCollector.exposed` merges all of them with ``MultiProcessCollector``.  Gauges use
+``livesum``: the sum over the workers alive.  A worker marks itself dead at shutdown
+(:meth:`MetricsCollector.close`); :mod:`.exposition` reaps the files of workers that died
+without shutting down.
 """
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
-import re
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
 
-from ddx_llm import events, hookimpl
+from ddx_llm import events
 from ddx_llm.config import ConfigError
-from ddx_llm.resident import ModelState
+from ddx_llm.host import ModelState
 
 logger = logging.getLogger(__name__)
 
@@ -183,8 +181,7 @@ class MetricsCollector:
 
     # ------------------------------------------------------------------ observation
 
-    @hookimpl
-    def ddx_llm_observe(self, event: events.Event) -> None:
+    def observe(self, event: events.Event) -> None:
         """Update the series from one lifecycle fact; cheap and never blocking."""
         state = STATE_OF_EVENT.get(type(event))
         if state is not None:
@@ -229,55 +226,14 @@ class MetricsCollector:
         for candidate in MODEL_STATES:
             self.model_state.labels(model_id, candidate).set(1 if candidate == state else 0)
 
-    @asynccontextmanager
-    async def observing(self, pm: Any) -> AsyncIterator[None]:
-        """Receive this app's events while the app runs (registered as a plugin of ``pm``).
+    def close(self) -> None:
+        """At shutdown: in multiprocess mode, mark this worker's live gauges dead."""
+        if self.multiprocess_dir:
+            multiprocess.mark_process_dead(os.getpid(), self.multiprocess_dir)
 
-        The observation hook carries no app identity, so each app registers its own collector
-        rather than one module-level observer shared by every app in the process.
-        """
-        name = f"metrics-observer-{id(self):x}"
-        pm.register(self, name=name)
-        try:
-            yield
-        finally:
-            pm.unregister(name=name)
-            if self.multiprocess_dir:
-                multiprocess.mark_process_dead(os.getpid(), self.multiprocess_dir)
-
-    # ------------------------------------------------------------------ HTTP and exposition
+    # ------------------------------------------------------------------ HTTP
 
     def observe_http(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered HTTP request (labels must already be bounded)."""
         self.requests.labels(route, method, str(status)).inc()
         self.request_duration.labels(route, method).observe(seconds)
-
-    def render(self, encoder: Callable[[CollectorRegistry], bytes]) -> bytes:
-        """The exposition in ``encoder``'s format (merged over workers in multiprocess mode;
-        reads files then, so call it off the event loop)."""
-        if self.multiprocess_dir:
-            reap_dead_workers(self.multiprocess_dir)
-        return encoder(self.exposed)
-
-
-LIVE_FILE = re.compile(r"gauge_live\w+?_(\d+)\.db$")
-
-
-def reap_dead_workers(path: str) -> None:
-    """Drop the live-gauge files of processes that are gone (killed without a clean shutdown),
-    so ``livesum`` gauges count only workers alive."""
-    for file in glob.glob(os.path.join(path, "gauge_live*_*.db")):
-        match = LIVE_FILE.search(os.path.basename(file))
-        if match and not pid_alive(int(match.group(1))):
-            logger.info("metrics: reaping gauges of dead worker %s", match.group(1))
-            multiprocess.mark_process_dead(int(match.group(1)), path)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -1,23 +1,15 @@
-"""The resident model: its state names, the loaded model with its request count, and a lease."""
+"""The resident model with the count of requests using it, and the lease one request holds."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 import anyio
 
-from .registry import ModelEntry
-
-
-class ModelState(StrEnum):
-    IDLE = "idle"
-    LOADING = "loading"
-    READY = "ready"
-    FAILED = "failed"
+from ..registry import ModelEntry
 
 
 @dataclass

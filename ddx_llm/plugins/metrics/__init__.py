@@ -1,25 +1,29 @@
 """The ``metrics`` plugin: Prometheus metrics at ``GET /metrics``.
 
-- HTTP series from a pure-ASGI middleware (order 300: inside CORS, outside errors, so error
-  responses are counted with the status the client got): ``ddx_llm_requests_total{route,method,
-  status}``, ``ddx_llm_request_duration_seconds{route,method}``, ``ddx_llm_requests_in_flight``.
+- HTTP series from a pure-ASGI middleware (:mod:`.http`; inside CORS, outside the core's error
+  layer, so error responses are counted with the status the client got):
+  ``ddx_llm_requests_total{route,method,status}``,
+  ``ddx_llm_request_duration_seconds{route,method}``, ``ddx_llm_requests_in_flight``.
 - LLM series, named after vLLM's with the ``ddx_llm_`` prefix, learnt only from the core's
-  ``ddx_llm_observe`` events (see :mod:`ddx_llm.plugins.metrics_collector`).
-- The exposition is a plain Starlette ``Route`` (no Mount, so no slash redirect) in the Prometheus
-  text format, or OpenMetrics when the scraper asks for it; ``[metrics] path`` moves it.
+  lifecycle events through ``ddx_llm_observe`` (:mod:`.series`).
+- The exposition (:mod:`.exposition`) in the Prometheus text format, or OpenMetrics when the
+  scraper asks for it; ``[metrics] path`` moves it.
 - ``PROMETHEUS_MULTIPROC_DIR`` switches prometheus-client's multiprocess mode on, for several
   Hypercorn workers: every worker's numbers are merged into each scrape.
 
-Disable with ``disabled_plugins = ["metrics"]``: no middleware, and ``/metrics`` answers 404.
+Each app has its own collector, kept with ``app.state("metrics", ...)``.  Disable with
+``disabled_plugins = ["metrics"]``: no middleware, and ``/metrics`` answers 404.
 prometheus-client is imported only when the plugin builds its parts.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BeforeValidator, PositiveFloat, PrivateAttr, field_validator
+from pydantic import BeforeValidator, PositiveFloat, field_validator
 from pydantic_settings import NoDecode
 
 from ddx_llm import hookimpl
@@ -28,12 +32,14 @@ from ddx_llm.config import SectionSettings
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
-    from ddx_llm.config import Settings
+    from ddx_llm.context import AppContext
+    from ddx_llm.events import Event
     from ddx_llm.middleware import MiddlewareSpec
 
-    from .metrics_collector import MetricsCollector
+    from .series import MetricsCollector
 
 ORDER = 300
+"""Inside cors (200), outside the core's error layer (400): counts the status the client got."""
 SECTION = "metrics"
 
 DEFAULT_DURATION_BUCKETS = [
@@ -58,8 +64,6 @@ class MetricsSettings(SectionSettings):
     """Upper bounds in seconds of ``ddx_llm_request_duration_seconds`` (comma-separated in
     ``DDX_LLM_METRICS_REQUEST_DURATION_BUCKETS``)."""
 
-    _collector: Any = PrivateAttr(default=None)
-
     @field_validator("path")
     @classmethod
     def _absolute(cls, value: str) -> str:
@@ -75,17 +79,17 @@ class MetricsSettings(SectionSettings):
         return value
 
 
-def collector_for(settings: Settings) -> MetricsCollector:
-    """The app's collector, made on first use and kept with the app's own ``[metrics]``
-    settings, so every hook of one app shares it and no two apps do."""
-    section: MetricsSettings = settings.section(SECTION)
-    if section._collector is None:
-        from .metrics_collector import MetricsCollector
+def collector_of(app: AppContext) -> MetricsCollector:
+    """This app's collector, made on first use."""
 
-        section._collector = MetricsCollector(
-            (entry.id for entry in settings.registry), section.request_duration_buckets
-        )
-    return section._collector
+    def create() -> MetricsCollector:
+        from .series import MetricsCollector
+
+        section: MetricsSettings = app.settings.section(SECTION)
+        model_ids = (entry.id for entry in app.settings.registry)
+        return MetricsCollector(model_ids, section.request_duration_buckets)
+
+    return app.state(SECTION, create)
 
 
 @hookimpl
@@ -94,45 +98,44 @@ def ddx_llm_settings() -> tuple[str, type]:
 
 
 @hookimpl
-def ddx_llm_middleware(settings: Settings) -> MiddlewareSpec:
+def ddx_llm_middleware(app: AppContext) -> MiddlewareSpec:
     from ddx_llm.middleware import MiddlewareSpec
 
-    from .metrics_http import MetricsMiddleware
+    from .http import MetricsMiddleware
 
-    collector = collector_for(settings)
-    return MiddlewareSpec("metrics", ORDER, lambda app: MetricsMiddleware(app, collector))
-
-
-@hookimpl
-def ddx_llm_routes(settings: Settings) -> list[BaseRoute]:
-    import anyio
-    from prometheus_client.exposition import choose_encoder
-    from starlette.requests import Request
-    from starlette.responses import Response
-    from starlette.routing import Route
-
-    collector = collector_for(settings)
-
-    async def metrics(request: Request) -> Response:
-        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        if collector.multiprocess_dir:  # reads one file per worker: off the event loop
-            body = await anyio.to_thread.run_sync(collector.render, encoder)
-        else:
-            body = collector.render(encoder)
-        return Response(body, media_type=content_type)
-
-    return [Route(settings.section(SECTION).path, metrics, methods=["GET"], name="metrics")]
+    collector = collector_of(app)
+    return MiddlewareSpec("metrics", ORDER, lambda inner: MetricsMiddleware(inner, collector))
 
 
 @hookimpl
-def ddx_llm_lifespan(settings: Settings, context: Any) -> Any:
-    return collector_for(settings).observing(context.pm)
+def ddx_llm_routes(app: AppContext) -> list[BaseRoute]:
+    from .exposition import metrics_route
+
+    return [metrics_route(app.settings.section(SECTION).path, collector_of(app))]
 
 
 @hookimpl
-def ddx_llm_openapi(document: dict[str, Any], settings: Settings) -> None:
+def ddx_llm_observe(event: Event, app: AppContext) -> None:
+    collector_of(app).observe(event)
+
+
+@hookimpl
+def ddx_llm_lifespan(app: AppContext) -> Any:
+    return _marked_dead_at_shutdown(collector_of(app))
+
+
+@asynccontextmanager
+async def _marked_dead_at_shutdown(collector: MetricsCollector) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        collector.close()
+
+
+@hookimpl
+def ddx_llm_openapi(document: dict[str, Any], app: AppContext) -> None:
     text = {"schema": {"type": "string"}}
-    document["paths"][settings.section(SECTION).path] = {
+    document["paths"][app.settings.section(SECTION).path] = {
         "get": {
             "summary": "Prometheus metrics",
             "operationId": "metrics",

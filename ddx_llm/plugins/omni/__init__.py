@@ -54,18 +54,13 @@ def ddx_llm_settings() -> tuple[str, type]:
     return ("omni", OmniSettings)
 
 
-def _create_backend(settings: Settings, registry: Any, hook: Any) -> Any:
+def _create_backend(app: Any) -> Any:
     require_modules(
         "mlx_omni_server", "fastapi", "mlx.core", feature="the omni backend", install=INSTALL_HINT
     )
-    from .omni_backend import OmniBackend
+    from .backend import OmniBackend
 
-    return OmniBackend(settings, registry, hook)
-
-
-def _backend(host_or_context: Any) -> Any:
-    backend = getattr(host_or_context, "backend", None)
-    return backend if getattr(backend, "name", None) == "omni" else None
+    return OmniBackend(app.settings, app.settings.registry)
 
 
 @hookimpl
@@ -79,7 +74,7 @@ def ddx_llm_middleware(settings: Settings) -> MiddlewareSpec | None:
         return None
     from ddx_llm.middleware import MiddlewareSpec
 
-    from .omni_proxy import OmniChatMiddleware
+    from .proxy import OmniChatMiddleware
 
     def factory(app: Any) -> OmniChatMiddleware:
         return OmniChatMiddleware(
@@ -89,21 +84,3 @@ def ddx_llm_middleware(settings: Settings) -> MiddlewareSpec | None:
         )
 
     return MiddlewareSpec("omni", ORDER, factory)
-
-
-@hookimpl
-def ddx_llm_lifespan(context: Any) -> Any:
-    backend = _backend(context)
-    return backend.running() if backend is not None else None
-
-
-@hookimpl
-def ddx_llm_health(host: Any) -> dict[str, Any] | None:
-    backend = _backend(host)
-    return {"omni": backend.status()} if backend is not None else None
-
-
-@hookimpl
-def ddx_llm_readiness(host: Any) -> str | None:
-    backend = _backend(host)
-    return backend.not_ready_reason() if backend is not None else None

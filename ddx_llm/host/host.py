@@ -12,20 +12,29 @@ import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from enum import StrEnum
 from typing import Any
 
 import anyio
 
-from . import events
+from .. import events
+from ..backend import Backend
+from ..errors import LlmError, ModelNotFound, ModelUnavailable
+from ..events import RequestInfo
+from ..registry import ModelEntry, Registry
 from .admission import Admission
-from .backend import Backend
-from .errors import LlmError, ModelNotFound, ModelUnavailable
-from .registry import ModelEntry, Registry
-from .resident import Lease, ModelState, Resident
+from .lease import Lease, Resident
 
 logger = logging.getLogger(__name__)
 
 NOT_REAL_MODE = "server not in real-model mode"
+
+
+class ModelState(StrEnum):
+    IDLE = "idle"
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
 
 
 class ModelHost:
@@ -34,7 +43,7 @@ class ModelHost:
     Args:
         backend: the active backend.
         registry: the model registry.
-        hook: the plugin hook relay (for observation events).
+        emit: delivers a lifecycle event (:meth:`ddx_llm.context.AppContext.emit`).
         default_model: registry id loaded by :meth:`start`.
         load_wait_seconds: how long a request waits for a load in progress before it gets
             503 ``model_unavailable`` with ``Retry-After``.
@@ -45,7 +54,7 @@ class ModelHost:
         self,
         backend: Backend,
         registry: Registry,
-        hook: Any,
+        emit: events.Emit,
         *,
         default_model: str,
         load_wait_seconds: float = 30.0,
@@ -55,7 +64,7 @@ class ModelHost:
             raise ModelNotFound(f"default model {default_model!r} is not in the registry")
         self.backend = backend
         self.registry = registry
-        self.hook = hook
+        self.emit = emit
         self.default_model = default_model
         self.load_wait_seconds = load_wait_seconds
         self.admission = admission or Admission(max_running=8, max_waiting=64, max_queue_seconds=60)
@@ -69,6 +78,11 @@ class ModelHost:
         self._settled = anyio.Event()
 
     # ------------------------------------------------------------------ state
+
+    @property
+    def resident_handle(self) -> Any | None:
+        """The backend's handle of the resident model, None when none is resident."""
+        return self._resident.handle if self._resident else None
 
     @property
     def model_id(self) -> str | None:
@@ -121,7 +135,7 @@ class ModelHost:
             await self._preflight(entry)
             previous = self._resident.entry.id if self._resident else None
             self._begin_load(model_id)
-            events.emit(self.hook, events.ModelLoading(model=model_id, previous=previous))
+            self.emit(events.ModelLoading(model=model_id, previous=previous))
             try:
                 await self._unload_resident()
                 handle = await self.backend.load(entry)
@@ -137,22 +151,15 @@ class ModelHost:
                 self._fail(model_id, "load interrupted")
                 raise
             load_ms = self._finish_load(entry, handle)
-        events.emit(
-            self.hook,
-            events.ModelLoaded(
-                model=model_id, seconds=load_ms / 1000, swapped=previous is not None
-            ),
-        )
+        swapped = previous is not None
+        self.emit(events.ModelLoaded(model=model_id, seconds=load_ms / 1000, swapped=swapped))
         return {"swapped": True, "load_ms": load_ms, "loaded": True}
 
     async def _preflight(self, entry: ModelEntry) -> None:
         """Let the backend refuse ``entry`` (e.g. too large for the memory) before the resident
         model is drained and unloaded: a refused swap leaves the service as it was."""
-        check = getattr(self.backend, "preflight", None)
-        if check is None:
-            return
         try:
-            await check(entry)
+            await self.backend.preflight(entry, self.resident_handle)
         except LlmError as exc:
             error = str(exc.detail or exc.message)
             if self._resident is None:  # nothing else serves (start-up): this load has failed
@@ -185,7 +192,7 @@ class ModelHost:
         self.error = error
         self._settled.set()
         logger.error("model %s failed to load: %s", model_id, error)
-        events.emit(self.hook, events.ModelFailed(model=model_id, error=error))
+        self.emit(events.ModelFailed(model=model_id, error=error))
 
     async def _unload_resident(self) -> None:
         """Wait until no request uses the resident model, then unload it."""
@@ -198,13 +205,14 @@ class ModelHost:
         self._resident = None
         with anyio.CancelScope(shield=True):
             await self.backend.unload(resident.handle)
-        events.emit(self.hook, events.ModelUnloaded(model=resident.entry.id))
+        self.emit(events.ModelUnloaded(model=resident.entry.id))
 
     async def close(self) -> None:
-        """Unload at shutdown."""
+        """At shutdown: unload the resident model, then let the backend release the rest."""
         async with self._load_lock:
             await self._unload_resident()
             self.state = ModelState.IDLE
+            await self.backend.close()
 
     # ------------------------------------------------------------------ serving
 
@@ -219,8 +227,8 @@ class ModelHost:
         return entry
 
     @asynccontextmanager
-    async def lease(self, entry: ModelEntry | None) -> AsyncIterator[Lease]:
-        """Hold the resident model for one request; waits (bounded) for a load in progress.
+    async def lease(self, entry: ModelEntry | None, request: RequestInfo) -> AsyncIterator[Lease]:
+        """Hold the resident model for ``request``; waits (bounded) for a load in progress.
 
         ``entry`` None (the request named no model) takes whichever model is resident once the
         wait is over, so a request that arrives during a swap is served by the new model.
@@ -229,7 +237,7 @@ class ModelHost:
         """
         queued = time.monotonic()
         label = entry.id if entry is not None else (self.model_id or self.default_model)
-        events.emit(self.hook, events.RequestQueued(model=label))
+        self.emit(events.RequestQueued(request, label))
         started = False
         try:
             async with self.admission.slot():
@@ -244,19 +252,13 @@ class ModelHost:
                     )
                 started = True
                 waited = time.monotonic() - queued
-                events.emit(
-                    self.hook,
-                    events.RequestStarted(
-                        model=entry.id,
-                        queue_seconds=waited,
-                        queued_model=label if label != entry.id else None,
-                    ),
-                )
+                queued_model = label if label != entry.id else None
+                self.emit(events.RequestStarted(request, entry.id, waited, queued_model))
                 async with resident.hold():
                     yield Lease(entry, resident.handle)
         except LlmError as exc:
             if not started:
-                events.emit(self.hook, events.RequestRejected(model=label, code=exc.code))
+                self.emit(events.RequestRejected(request, label, exc.code))
             raise
 
     async def _ready_resident(self) -> Resident:

@@ -17,8 +17,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ddx_llm.errors import LlmError, ModelUnavailable
-from ddx_llm.plugins.mlx.bundled import BUNDLED_MODEL_ID
-from ddx_llm.plugins.mlx.convert import ConversionError, check_mlx_version, is_complete
-from ddx_llm.plugins.mlx.source import TABLE_OPTIONS, ModelSource, model_folder, model_source
+from ddx_llm.plugins.mlx_models.bundled import BUNDLED_MODEL_ID
+from ddx_llm.plugins.mlx_models.convert import ConversionError, check_mlx_version, is_complete
+from ddx_llm.plugins.mlx_models.source import TABLE_OPTIONS, ModelSource, model_folder, model_source
 
-from .omni_bridge import UpstreamThread
+from .bridge import UpstreamThread
 
 if TYPE_CHECKING:
     from ddx_llm.config import Settings
@@ -92,7 +90,7 @@ class OmniBackend:
         return BUNDLED_MODEL_ID if BUNDLED_MODEL_ID in registry else None
 
     async def load(self, entry: ModelEntry) -> OmniHandle:
-        from . import omni_upstream
+        from . import upstream as omni_upstream
 
         source = self.sources[entry.id]
 
@@ -117,7 +115,7 @@ class OmniBackend:
         return OmniHandle(entry, folder)
 
     async def unload(self, handle: OmniHandle) -> None:
-        from . import omni_upstream
+        from . import upstream as omni_upstream
 
         figures = await self.upstream.run_sync(omni_upstream.clear)
         self.last_unload = {"model": handle.entry.id, **figures}
@@ -130,17 +128,16 @@ class OmniBackend:
     def generate(self, handle: Any, entry: Any, prompt: Any, request: Any) -> Any:
         raise LlmError("the omni backend serves chat through its middleware only")
 
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
-        """The app's lifetime: the upstream thread is stopped (and joined) at shutdown, after
-        the host has unloaded the model."""
-        try:
-            yield
-        finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self.upstream.stop)
+    async def close(self) -> None:
+        """At shutdown, after the host has unloaded the model: stop and join the upstream
+        thread."""
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self.upstream.stop)
 
-    def status(self) -> dict[str, Any]:
+    async def preflight(self, entry: Any, resident: Any) -> None:
+        return None
+
+    def status(self, handle: Any) -> dict[str, Any]:
         """The ``omni`` field of ``/health``."""
         return {
             "upstream_thread": "running" if self.upstream.alive else "stopped",
@@ -150,7 +147,7 @@ class OmniBackend:
             "last_unload": self.last_unload,
         }
 
-    def not_ready_reason(self) -> str | None:
+    def not_ready_reason(self, handle: Any) -> str | None:
         if self.app is not None and not self.upstream.alive:
             return "the omni upstream thread has stopped"
         return None

@@ -1,4 +1,4 @@
-"""Where a registry entry's model comes from, and loading it with mlx-lm.
+"""Where a registry entry's model comes from: the folder an MLX backend loads.
 
 A ``conf/models.toml`` entry names its model in one of three ways, checked in this order:
 
@@ -13,7 +13,8 @@ Further options: ``tokenizer_config`` (a table passed to mlx-lm's tokenizer load
 into the model's ``config.json``) and ``chat_template_kwargs`` (passed to the chat template on
 every request, e.g. ``{enable_thinking = false}``).
 
-:func:`load_model` blocks for seconds: it runs in the MLX worker thread.
+Shared by the backends that load MLX model folders (``mlx``, ``omni``); nothing here imports
+MLX.
 """
 
 from __future__ import annotations
@@ -129,40 +130,3 @@ def local_folder(source: ModelSource, models_dir: Path) -> Path | None:
         return Path(snapshot_download(source.hub_id, local_files_only=True))
     except Exception:  # not cached, or hub tooling missing: nothing to measure
         return None
-
-
-def load_model(
-    source: ModelSource,
-    models_dir: Path,
-    *,
-    allow_download: bool,
-    headroom_gb: float | None = None,
-) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` loaded by ``mlx_lm.load`` with weights evaluated (not lazy), on
-    the calling thread.
-
-    With ``headroom_gb`` set, a local model folder is first checked against the memory
-    available (:func:`.memory.check_fits`): a model that does not fit is refused with
-    ModelUnavailable before anything is loaded.
-    """
-    from mlx_lm import load
-
-    folder = model_folder(source, models_dir, allow_download=allow_download)
-    if headroom_gb is not None and Path(folder).is_dir():
-        from .memory import check_fits
-
-        check_fits(source.model_id, Path(folder), headroom_gb)
-    logger.info("loading %s from %s", source.model_id, folder)
-    try:
-        model, tokenizer = load(
-            folder,
-            tokenizer_config=source.tokenizer_config or None,
-            model_config=source.model_config or None,
-        )
-    except Exception as exc:  # corrupt weights, a bad config.json, an unknown architecture...
-        logger.warning("loading %s from %s failed", source.model_id, folder, exc_info=True)
-        raise ModelUnavailable(
-            f"model {source.model_id!r} failed to load",
-            detail=f"{folder}: {type(exc).__name__}: {exc}",
-        ) from exc
-    return model, tokenizer

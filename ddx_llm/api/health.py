@@ -1,0 +1,59 @@
+"""``/health`` (always 200, the service's state) and ``/readyz`` (200 or 503, for balancers)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from ..host import ModelState
+
+if TYPE_CHECKING:
+    from ..context import AppContext
+
+HEALTH_STATUS = {ModelState.READY: "ok", ModelState.LOADING: "loading"}
+"""Model state → ``/health`` status; anything else (idle, failed) is ``degraded``."""
+
+
+def health_body(app: AppContext) -> dict[str, Any]:
+    """The ``/health`` document: core fields, readiness reasons, the backend's own field
+    (under its name), then plugin extras."""
+    host = app.host
+    reasons = app.not_ready_reasons()
+    status = HEALTH_STATUS.get(host.state, "degraded")
+    if reasons and status == "ok":
+        status = "degraded"
+    body: dict[str, Any] = {
+        "status": status,
+        "model": host.model_id,
+        "model_state": host.state.value,
+        "model_load_elapsed_ms": host.load_elapsed_ms(),
+        "backend": app.backend.name,
+        "requests": {"running": host.admission.running, "waiting": host.admission.waiting},
+    }
+    if host.error:
+        body["model_error"] = host.error
+    if reasons:
+        body["reasons"] = reasons
+    backend_status = app.backend.status(host.resident_handle)
+    if backend_status is not None:
+        body.setdefault(app.backend.name, backend_status)
+    for extra in app.hook.ddx_llm_health(app=app, host=host):
+        for key, value in (extra or {}).items():
+            body.setdefault(key, value)
+    return body
+
+
+async def health(request: Request) -> JSONResponse:
+    return JSONResponse(health_body(request.app.context))
+
+
+async def readyz(request: Request) -> JSONResponse:
+    app: AppContext = request.app.context
+    reasons = app.not_ready_reasons()
+    if app.host.state is not ModelState.READY:
+        reasons.insert(0, f"model state is {app.host.state.value}")
+    return JSONResponse(
+        {"ready": not reasons, "reasons": reasons}, status_code=503 if reasons else 200
+    )

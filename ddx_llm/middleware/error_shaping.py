@@ -1,0 +1,75 @@
+"""The core's error layer: every failure becomes ``{code, message, detail?}`` with its status.
+
+:class:`ErrorShapingMiddleware` catches what the layers inside it and the router raise, and
+answers through :func:`ddx_llm.errors.describe` (the ``ddx_llm_map_exception`` hook first, then
+the core's own mapping).  It is a core layer, not a plugin, so disabling any plugin never turns
+an error into the server's plain-text 500.  The app places it inside the plugin middleware that
+must decorate error responses (request id, CORS, metrics) and outside the ones that raise
+(auth, rate limits).  The app's outermost wrapper (:class:`~ddx_llm.app.DdxApp`) shapes, with
+the same function, what a plugin middleware outside this layer raises.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..errors import describe
+
+logger = logging.getLogger("ddx_llm.errors")
+
+ORDER = 400
+NAME = "errors"
+
+
+class ErrorShapingMiddleware:
+    """Turn exceptions from the inner app into documented error responses.
+
+    If the response has already started (a stream), nothing more can be sent: the error is
+    logged and the response ends unfinished (the SSE layer reports in-band errors itself,
+    before this).
+    """
+
+    def __init__(self, app: ASGIApp, context: Any) -> None:
+        self.app = app
+        self.context = context
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            await answer_error(exc, self.context, scope, receive, send, started=started)
+
+
+async def answer_error(
+    exc: Exception, context: Any, scope: Scope, receive: Receive, send: Send, *, started: bool
+) -> bool:
+    """Log ``exc`` and send its error response; False when the response had already started
+    (nothing can be sent then: the caller lets the response end unfinished)."""
+    info = describe(exc, context, scope)
+    where = f"{scope['method']} {scope['path']}"
+    if info.status == 500:  # unexpected: the traceback is for the operator
+        logger.error("%s -> %d %s", where, info.status, info.code, exc_info=exc)
+    elif info.status > 500:  # documented unavailability: no traceback needed
+        logger.warning("%s -> %d %s: %s", where, info.status, info.code, info.message)
+    else:
+        logger.info("%s -> %d %s: %s", where, info.status, info.code, info.message)
+    if started:
+        logger.error("%s failed after its response started; connection closed", where)
+        return False
+    response = JSONResponse(info.body(), status_code=info.status, headers=info.headers)
+    await response(scope, receive, send)
+    return True

@@ -1,0 +1,72 @@
+"""The HTTP half of the metrics plugin: a pure-ASGI middleware counting and timing requests.
+
+It sits inside CORS and outside the core's error layer, so the status it counts is the one the
+client got, error mapping included.  A request's duration ends with the last body message, so a
+stream is timed until its ``[DONE]``.
+
+Labels stay bounded: ``route`` is the route *template* the app matched
+(:func:`ddx_llm.routing.matched_route`: ``/v1/models/{id}``, never the raw path; ``unmatched``
+when no route matches); ``method`` is one of the standard methods or ``other``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ddx_llm.routing import matched_route
+
+from .series import MetricsCollector
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+NOTHING_SENT = 500
+"""The status when the app sent nothing: the server answers 500 for an error that escaped."""
+
+
+class MetricsMiddleware:
+    """Count and time every HTTP request into ``collector``; other scopes pass through."""
+
+    def __init__(self, app: ASGIApp, collector: MetricsCollector) -> None:
+        self.app = app
+        self.collector = collector
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        route = matched_route(scope).template
+        method = method_label(scope["method"])
+        status: int | None = None
+        recorded = False
+
+        def record() -> None:
+            nonlocal recorded
+            if recorded:
+                return
+            recorded = True
+            self.collector.in_flight.dec()
+            self.collector.observe_http(
+                route, method, status or NOTHING_SENT, time.perf_counter() - started
+            )
+
+        async def observing_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                # Counted before the last byte goes out, so a client that has its answer
+                # already finds it in the next scrape.
+                record()
+            await send(message)
+
+        self.collector.in_flight.inc()
+        try:
+            await self.app(scope, receive, observing_send)
+        finally:
+            record()  # no final body: the client left, or the app failed
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else "other"
