@@ -8,10 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .asgi import LazyApp
+from .asgi import LazyApp, app
 from .hookspecs import hookimpl
-
-app = LazyApp()
-"""The ASGI entry point (``hypercorn ddx_llm:app``)."""
 
 __all__ = ["LazyApp", "__version__", "app", "hookimpl"]

@@ -1,8 +1,9 @@
 """The ``ddx-llm`` command: serve, check the configuration, inspect plugins, start a plugin.
 
-``ddx-llm serve`` runs Hypercorn with ``conf/hypercorn.toml`` and, unlike ``hypercorn
-ddx_llm:app``, ends with a non-zero status when start-up fails (Hypercorn's multi-process
-runner loses its worker's exit status: pgjones/hypercorn#269).  Plugins add subcommands through
+``ddx-llm serve`` runs Hypercorn with ``conf/hypercorn.toml`` in this process and, unlike
+``hypercorn ddx_llm:app``, ends with a non-zero status when start-up fails: Hypercorn's
+multi-process runner loses its worker's exit status (pgjones/hypercorn#269), and its asyncio
+worker may go on serving after a failed lifespan.  Plugins add subcommands through
 ``ddx_llm_commands`` (the ``mlx`` plugin's ``convert``).
 
 Exit statuses: 0 success, 1 a command's own failure, 2 a configuration or plugin error, 3 a
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from typing import Any
 from pluggy import PluginValidationError
 
 from .config import ConfigError, find_conf_dir, load_core
+from .errors import leaf_exception
 from .manager import PluginManager, build_plugin_manager
 
 STARTUP_FAILED = 3
@@ -28,7 +31,7 @@ DEFAULT_HYPERCORN_CONF = Path("conf/hypercorn.toml")
 
 
 def _build(conf_dir: str | None) -> Any:
-    from .app import create_app
+    from .factory import create_app
 
     return create_app(Path(conf_dir) if conf_dir else None)
 
@@ -74,10 +77,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve with Hypercorn (``conf/hypercorn.toml``); non-zero exit when start-up fails."""
-    import os
-
     from hypercorn.config import Config
-    from hypercorn.run import run
 
     config = Config.from_toml(args.config) if Path(args.config).is_file() else Config()
     if args.bind:
@@ -89,16 +89,59 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config.application_path = "ddx_llm:app"
     if args.conf:
         os.environ["DDX_LLM_CONF_DIR"] = str(Path(args.conf).resolve())
-    _build(args.conf)  # a configuration error ends here, before any worker starts (status 2)
-    if config.workers == 1:
-        # One worker: serve in this process, so a failed start-up reaches us as an exception.
-        config.workers = 0
+    _build(args.conf)  # a configuration error ends here, before anything listens (status 2)
+    if config.workers > 1:
+        from hypercorn.run import run
+
+        # Several processes: Hypercorn's own runner (which loses a worker's failure status,
+        # pgjones/hypercorn#269; each worker still refuses to serve after a failed start-up).
+        return run(config) or 0
+    return serve_here(config)
+
+
+def serve_here(config: Any) -> int:
+    """Serve ``ddx_llm:app`` in this process until SIGINT/SIGTERM, or until its start-up fails
+    (then status 3 and one line naming the cause)."""
+    import signal
+
+    import anyio
+
+    from .asgi import app as lazy_app
+
+    async def stop_when_signalled_or_failed() -> None:
+        """Hypercorn's shutdown trigger: returns on SIGINT/SIGTERM or a failed start-up."""
+        async with anyio.create_task_group() as tg:
+
+            async def on_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for _ in signals:
+                        tg.cancel_scope.cancel()
+
+            async def on_failure() -> None:
+                await lazy_app.wait_failed()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(on_signal)
+            tg.start_soon(on_failure)
+
+    async def serve() -> None:
+        if config.worker_class == "trio":
+            from hypercorn.trio import serve as hypercorn_serve
+        else:
+            from hypercorn.asyncio import serve as hypercorn_serve
+        await hypercorn_serve(lazy_app, config, shutdown_trigger=stop_when_signalled_or_failed)
+
+    backend = "trio" if config.worker_class == "trio" else "asyncio"
     try:
-        status = run(config)
-    except Exception as exc:  # Hypercorn's LifespanFailureError, a bind error ...
-        print(f"ddx-llm: start-up failed: {exc}", file=sys.stderr)
+        anyio.run(serve, backend=backend)
+    except Exception as exc:  # Hypercorn's LifespanFailureError (trio), a bind error ...
+        if lazy_app.startup_error is None:
+            print(f"ddx-llm: serving failed: {leaf_exception(exc)}", file=sys.stderr)
+            return 1
+    if lazy_app.startup_error is not None:
+        print(f"ddx-llm: start-up failed: {lazy_app.startup_error}", file=sys.stderr)
         return STARTUP_FAILED
-    return status or 0
+    return 0
 
 
 def cmd_new_plugin(args: argparse.Namespace) -> int:

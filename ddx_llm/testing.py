@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .app import DdxApp, create_app
 from .context import AppContext
+from .factory import DdxApp, create_app
 
 TEST_MODEL = {
     "id": "test-model",
@@ -109,10 +109,10 @@ async def serve(
     from asgi_lifespan import LifespanManager
 
     asgi = create_app(Path(conf_dir), extra_plugins=tuple(plugins), entry_points=entry_points)
-    async with LifespanManager(
-        asgi, startup_timeout=startup_timeout, shutdown_timeout=30
-    ) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
+    async with LifespanManager(asgi, startup_timeout=startup_timeout, shutdown_timeout=30):
+        # The app itself, not the manager's wrapper: that one hands every request the same
+        # lifespan-state dict, where the ASGI spec (and Hypercorn) give each its own copy.
+        transport = httpx.ASGITransport(app=asgi)
         async with httpx.AsyncClient(
             transport=transport, base_url="http://testserver", **client_args
         ) as client:

@@ -4,7 +4,6 @@ outer environment never leak into a test."""
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -31,10 +30,9 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def conf_dir(tmp_path: Path) -> Path:
     """A private copy of the project's conf/ and plugins/ (the drop-in folder the conf names),
     safe to edit."""
-    dest = tmp_path / "conf"
-    shutil.copytree(ROOT / "conf", dest)
-    shutil.copytree(ROOT / "plugins", tmp_path / "plugins", ignore=shutil.ignore_patterns("*.md"))
-    return dest
+    from support import copy_project_conf
+
+    return copy_project_conf(tmp_path / "conf")
 
 
 @pytest.fixture(scope="session")

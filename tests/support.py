@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,14 +13,37 @@ import tomllib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
+import pytest
 from asgi_lifespan import LifespanManager
 
-from ddx_llm.app import DdxApp, create_app
+from ddx_llm.factory import DdxApp, create_app
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def require_module(name: str) -> ModuleType:
+    """Import ``name`` for a test that needs an optional dependency (MLX, mlx-lm).
+
+    Without it the test is skipped — except under CI (``CI`` set), where the project's own files
+    install every optional dependency the tests use: there a skip would hide a broken set-up, so
+    the ImportError fails the test (or, at module level, the collection).
+    """
+    if os.environ.get("CI"):
+        return importlib.import_module(name)
+    return pytest.importorskip(name)
+
+
+def copy_project_conf(dest: Path) -> Path:
+    """Copy the project's ``conf/`` to ``dest`` and its drop-in folder ``plugins/`` beside it
+    (the conf names both: ``plugins_dir`` and the drop-in it disables)."""
+    shutil.copytree(ROOT / "conf", dest)
+    skip_guide = shutil.ignore_patterns("*.md")
+    shutil.copytree(ROOT / "plugins", dest.parent / "plugins", ignore=skip_guide)
+    return dest
 
 
 def toml_value(value: Any) -> str:
@@ -61,8 +86,9 @@ async def running_app(
 ) -> AsyncIterator[tuple[DdxApp, httpx.AsyncClient]]:
     """Build the app from ``conf_dir``, run its lifespan, and give an httpx client bound to it."""
     app = create_app(conf_dir, extra_plugins=extra_plugins)
-    async with LifespanManager(app, startup_timeout=60, shutdown_timeout=30) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
+    async with LifespanManager(app, startup_timeout=60, shutdown_timeout=30):
+        # not manager.app: it would share one scope["state"] dict between all requests
+        transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
             transport=transport, base_url="http://testserver", **client_args
         ) as client:

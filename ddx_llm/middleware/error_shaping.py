@@ -5,7 +5,7 @@ answers through :func:`ddx_llm.errors.describe` (the ``ddx_llm_map_exception`` h
 the core's own mapping).  It is a core layer, not a plugin, so disabling any plugin never turns
 an error into the server's plain-text 500.  The app places it inside the plugin middleware that
 must decorate error responses (request id, CORS, metrics) and outside the ones that raise
-(auth, rate limits).  The app's outermost wrapper (:class:`~ddx_llm.app.DdxApp`) shapes, with
+(auth, rate limits).  The app's outermost wrapper (:class:`~ddx_llm.factory.DdxApp`) shapes, with
 the same function, what a plugin middleware outside this layer raises.
 """
 

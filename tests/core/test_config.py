@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from support import add_models, write_conf
 
-from ddx_llm.app import create_app
 from ddx_llm.config import ConfigError, find_conf_dir, load_core
+from ddx_llm.factory import create_app
 
 
 def test_files_are_read_and_environment_overrides_them(conf_dir, monkeypatch):

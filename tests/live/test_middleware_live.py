@@ -5,14 +5,13 @@ streams with the request id, a redacted access log, and the official OpenAI SDK 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
-from support import ROOT, LiveServer, write_conf
+from support import LiveServer, copy_project_conf, write_conf
 
 pytestmark = pytest.mark.live
 
@@ -46,7 +45,7 @@ REVEALING_FORMAT = (
 def start_server(tmp_path_factory, worker: str, disabled: list[str] = ()) -> LiveServer:
     """A server with conf/hypercorn.toml, one API key, and the revealing access-log format."""
     conf_dir = tmp_path_factory.mktemp("live") / "conf"
-    shutil.copytree(ROOT / "conf", conf_dir)
+    copy_project_conf(conf_dir)
     write_conf(conf_dir, {"core": {"disabled_plugins": list(disabled)}})
     hypercorn_conf = ("--config", str(conf_dir / "hypercorn.toml"))
     server = LiveServer(

@@ -9,7 +9,6 @@ when a swap starts finish on their model; those arriving meanwhile wait for the 
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import ROOT, LiveServer
+from support import LiveServer, copy_project_conf
 
 pytestmark = [pytest.mark.live, pytest.mark.model]
 
@@ -40,7 +39,7 @@ CLIENTS = 3
 @pytest.fixture(params=["asyncio", "trio"])
 def server(request, mlx_models_dir: Path, tmp_path: Path):
     conf = tmp_path / "conf"
-    shutil.copytree(ROOT / "conf", conf)
+    copy_project_conf(conf)
     env = {"DDX_LLM_USE_REAL_MODEL": "1", "DDX_LLM_MODELS_DIR": str(mlx_models_dir)}
     with LiveServer(conf, args=("-k", request.param), env=env) as live:
         deadline = time.monotonic() + 60

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import statistics
 import threading
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from openai_schemas import validate
-from support import ROOT, LiveServer
+from support import LiveServer, copy_project_conf
 
 pytestmark = [pytest.mark.live, pytest.mark.model]
 
@@ -41,7 +40,7 @@ TOOLS = "SmolLM2-135M-Instruct-tools"
 def server(request, mlx_models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     worker = request.param
     conf = tmp_path_factory.mktemp(f"mlx-live-{worker}") / "conf"
-    shutil.copytree(ROOT / "conf", conf)
+    copy_project_conf(conf)
     env = {"DDX_LLM_USE_REAL_MODEL": "1", "DDX_LLM_MODELS_DIR": str(mlx_models_dir)}
     if worker == "trio":
         env["DDX_LLM_DEFAULT_MODEL"] = TOOLS

@@ -3,13 +3,12 @@ balancer, share one per-key limit through a real ``redis-server``."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
-from support import ROOT, LiveServer
+from support import LiveServer, copy_project_conf
 from tools.rate_limit_conf import KEYS, enable_rate_limit
 from tools.redis_server import redis_server, redis_url  # noqa: F401 (fixtures)
 
@@ -23,7 +22,7 @@ LIMIT = 5
 
 def replica_conf(folder: Path, storage_uri: str) -> Path:
     conf = folder / "conf"
-    shutil.copytree(ROOT / "conf", conf)
+    copy_project_conf(conf)
     enable_rate_limit(conf, default=f"{LIMIT}/minute", storage_uri=storage_uri)
     return conf
 

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 from openai import AsyncOpenAI, AuthenticationError
-from support import ROOT, LiveServer, documented
+from support import ROOT, LiveServer, copy_project_conf, documented
 
 pytestmark = pytest.mark.live
 
@@ -81,7 +81,7 @@ def node() -> str:
 def server(request, tmp_path_factory) -> Iterator[LiveServer]:
     """conf/ as shipped (mock backend, conf/hypercorn.toml) with one API key."""
     conf_dir = tmp_path_factory.mktemp("seed") / "conf"
-    shutil.copytree(ROOT / "conf", conf_dir)
+    copy_project_conf(conf_dir)
     live = LiveServer(
         conf_dir,
         args=("--config", str(conf_dir / "hypercorn.toml"), "-k", request.param),

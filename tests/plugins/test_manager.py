@@ -13,8 +13,8 @@ import pytest
 from support import LiveServer, running_app, write_conf
 
 from ddx_llm import hookimpl
-from ddx_llm.app import create_app
 from ddx_llm.config import ConfigError
+from ddx_llm.factory import create_app
 from ddx_llm.manager import BUILTIN_PLUGINS
 
 pytestmark = pytest.mark.anyio

@@ -14,8 +14,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from support import documented, running_app, write_conf
 
-from ddx_llm.app import create_app
 from ddx_llm.config import ConfigError
+from ddx_llm.factory import create_app
 
 pytestmark = pytest.mark.anyio
 

@@ -16,8 +16,8 @@ from support import documented, free_port, running_app, write_conf
 from tools.rate_limit_conf import KEYS, enable_rate_limit
 from tools.redis_server import redis_server, redis_url  # noqa: F401 (fixtures)
 
-from ddx_llm.app import create_app
 from ddx_llm.config import ConfigError
+from ddx_llm.factory import create_app
 
 pytestmark = pytest.mark.anyio
 

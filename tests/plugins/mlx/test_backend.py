@@ -156,7 +156,8 @@ async def test_parameters_the_model_cannot_honour_are_422_naming_the_field(mlx_c
             body = response.json()
             assert body["code"] == "request_invalid", body
             assert body["detail"][0]["field"] == field, body
-        assert app.context.backend.status()["requests_done"] == 0  # nothing was generated
+        status = app.context.backend.status(app.context.host.resident_handle)
+        assert status["requests_done"] == 0  # nothing was generated
 
 
 async def test_seed_makes_sampling_reproducible(mlx_conf):
@@ -169,6 +170,7 @@ async def test_seed_makes_sampling_reproducible(mlx_conf):
 
 
 async def test_closing_the_generation_stops_the_worker_within_a_token(mlx_conf):
+    from ddx_llm.events import RequestInfo
     from ddx_llm.schemas import ChatCompletionRequest
 
     async with running_app(mlx_conf) as (app, client):
@@ -176,20 +178,21 @@ async def test_closing_the_generation_stops_the_worker_within_a_token(mlx_conf):
         host, backend = app.context.host, app.context.backend
         request = ChatCompletionRequest(messages=STORY_CHAT, max_tokens=200, temperature=0)
         entry = host.resolve(None)
-        async with host.lease(entry) as lease:
+        request_info = RequestInfo("test", None, "POST", CHAT, "chat.completions")
+        async with host.lease(entry, request_info) as lease:
             prompt = await backend.prepare(lease.handle, entry, request)
             deltas = backend.generate(lease.handle, entry, prompt, request)
             first = [await deltas.__anext__() for _ in range(2)]
             assert all(d.tokens == 1 for d in first)
-            at_close = backend.status()
+            at_close = backend.status(lease.handle)
             await deltas.aclose()
             closed_at = time.monotonic()
-            while backend.status()["busy"]:
+            while backend.status(lease.handle)["busy"]:
                 assert time.monotonic() - closed_at < 2, "the worker kept generating"
                 await anyio.sleep(0.01)
-            generated = backend.status()["tokens_generated"]
+            generated = backend.status(lease.handle)["tokens_generated"]
             await anyio.sleep(0.5)
-            status = backend.status()
+            status = backend.status(lease.handle)
     assert at_close["busy"]
     assert status["tokens_generated"] == generated  # nothing generates any more
     # the token being computed when the flag was set, at most one more: never the 200 asked for
