@@ -45,7 +45,7 @@ def worker(request) -> str:
 def events_file(conf_dir: Path, tmp_path: Path) -> Path:
     """A drop-in observer plugin recording RequestDone events, enabled in conf_dir."""
     plugins = tmp_path / "plugins"
-    plugins.mkdir()
+    plugins.mkdir(exist_ok=True)
     (plugins / "record_done.py").write_text(OBSERVER)
     write_conf(conf_dir, {"core": {"plugins_dir": str(plugins)}})
     return tmp_path / "events.jsonl"
@@ -93,6 +93,19 @@ def test_h2c_prior_knowledge_streams(server):
     for chunk in chunks:
         validate("CreateChatCompletionStreamResponse", chunk)
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == "over h2c"
+
+
+def test_streams_that_finish_log_no_disconnect(server):
+    """A stream that ends normally is not a client leaving: no false alarm in the log (trio's
+    Hypercorn reports the disconnect while the last message is still being sent)."""
+    request = {"messages": [{"role": "user", "content": "one two"}], "stream": True, "mock": ECHO}
+    for http2 in (False, True):
+        with httpx.Client(base_url=server.url, http1=not http2, http2=http2) as client:
+            for _ in range(5):
+                with client.stream("POST", CHAT, json=request) as response:
+                    assert response.read().decode().endswith("data: [DONE]\n\n")
+    time.sleep(0.5)  # let the server write its log
+    assert "disconnected mid-stream" not in server.log()
 
 
 def test_h2_over_tls_with_alpn(conf_dir, tmp_path, worker):
@@ -150,6 +163,7 @@ def test_client_leaving_mid_stream_closes_the_generation(server, events_file, ht
     assert done[0]["at"] - left_at < 2.5
     with httpx.Client(base_url=server.url) as client:  # the server is fine afterwards
         assert client.get("/readyz").status_code == 200
+    assert "client disconnected mid-stream; generation closed" in server.log()
 
 
 def test_bad_configuration_fails_start_up_with_a_clear_message(conf_dir):
