@@ -63,6 +63,10 @@ class SectionSettings(BaseSettings):
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, **_: Any):
         # Environment first: a deployment overrides the checked-in conf without editing it.
+        # A section made without a prefix (``QuotaSettings()`` in a unit test) reads no
+        # variables at all, rather than unprefixed ones such as ``TOKENS``.
+        if not getattr(env_settings, "env_prefix", ""):
+            return (init_settings,)
         return (env_settings, init_settings)
 
     @classmethod
@@ -257,7 +261,7 @@ def validate_section(
         problems = []
         for err in exc.errors():
             key = ".".join(str(part) for part in err["loc"]) or "(section)"
-            env = f"{prefix}{str(err['loc'][0]).upper()}" if err["loc"] else prefix
+            env = f"{prefix}{str(err['loc'][0]).upper()}" if err["loc"] else f"{prefix}*"
             problems.append(f"[{name}] {key}: {err['msg']} (file {path.name} or env {env})")
         raise ConfigError(f"invalid configuration in {path}:\n  " + "\n  ".join(problems)) from None
 

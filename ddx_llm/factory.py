@@ -37,9 +37,9 @@ class DdxApp:
     """The assembled ASGI app.
 
     For every HTTP request it sets ``scope["app"]`` (handlers reach :attr:`context`; Starlette's
-    router then raises ``HTTPException`` for 404/405), matches the route once for the
-    middleware (:func:`ddx_llm.routing.matched_route`), and shapes an error that a plugin
-    middleware outside the core's error layer lets escape.
+    router then raises ``HTTPException`` for 404/405), makes sure ``scope["state"]`` exists,
+    matches the route once for the middleware (:func:`ddx_llm.routing.matched_route`), and
+    shapes an error that a plugin middleware outside the core's error layer lets escape.
     """
 
     def __init__(self, context: AppContext, asgi: ASGIApp, matcher: RouteMatcher) -> None:
@@ -53,6 +53,7 @@ class DdxApp:
             await self.asgi(scope, receive, send)
             return
         scope[SCOPE_KEY] = self.matcher(scope)
+        scope.setdefault("state", {})  # plugins may rely on it (request id, client identity)
         started = False
 
         async def tracking_send(message: Message) -> None:

@@ -35,6 +35,9 @@ $name = "ddx_llm_$name"
 
 [tool.setuptools]
 packages = ["ddx_llm_$name"]
+
+[tool.pytest.ini_options]
+testpaths = ["tests"]
 """)
 
 MODULE = Template('''\
@@ -100,6 +103,8 @@ TEST = Template('''\
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import ddx_llm_$name
@@ -111,6 +116,14 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request):
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    """DDX_LLM_* variables of the shell running the tests would override the test's conf."""
+    for name in list(os.environ):
+        if name.startswith("DDX_LLM_"):
+            monkeypatch.delenv(name)
 
 
 async def test_finished_requests_are_counted(tmp_path):

@@ -18,7 +18,7 @@ explicitly that is also installed is loaded once.
 
 from __future__ import annotations
 
-import json
+import json as _json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -45,9 +45,10 @@ def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str | Path):
-        return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+        return _json.dumps(str(value))  # a JSON string is a valid TOML basic string
     if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
+        pairs = (f"{_json.dumps(key)} = {toml_value(item)}" for key, item in value.items())
+        return "{" + ", ".join(pairs) + "}"
     if isinstance(value, Sequence):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return str(value)
@@ -82,15 +83,104 @@ def write_conf(
     return conf
 
 
+class Stream:
+    """A response read as it arrives (:meth:`Service.stream`): :attr:`status` and
+    :attr:`headers` (lower-case names) once it started; iterate it for the body chunks."""
+
+    def __init__(self, messages: Any) -> None:
+        self._messages = messages
+        self.status: int | None = None
+        self.headers: dict[str, str] = {}
+
+    async def _start(self) -> None:
+        start = await self._messages.receive()
+        self.status = start["status"]
+        self.headers = {k.decode().lower(): v.decode() for k, v in start.get("headers", [])}
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        async for message in self._messages:
+            if message.get("body"):
+                yield message["body"]
+            if not message.get("more_body"):
+                return
+
+
 @dataclass
 class Service:
     """A running app: :attr:`asgi` the ASGI app, :attr:`app` its
     :class:`~ddx_llm.context.AppContext` (what hooks get as ``app``), :attr:`client` an httpx
-    client bound to it (``base_url`` ``http://testserver``)."""
+    client bound to it (``base_url`` ``http://testserver``).
+
+    httpx's in-process transport hands over a response only once it is complete; use
+    :meth:`stream` to read a stream as it arrives, or to leave in the middle of it.
+    """
 
     asgi: DdxApp
     app: AppContext
     client: Any
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        wait: float = 30,
+    ) -> AsyncIterator[Stream]:
+        """Send one request straight to the app and yield its :class:`Stream` once the response
+        has started.  Leaving the block before the end is a client disconnecting (the app gets
+        ``http.disconnect`` and its sends fail, as with a real server); the block's exit waits
+        until the app has returned (the whole exchange takes at most ``wait`` seconds)."""
+        import anyio
+
+        body = b"" if json is None else _json.dumps(json).encode()
+        sent = [(b"host", b"testserver"), (b"content-length", str(len(body)).encode())]
+        if json is not None:
+            sent.append((b"content-type", b"application/json"))
+        sent += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+        scope = {
+            "type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": "1.1", "method": method, "scheme": "http", "path": path,
+            "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": sent,
+            "client": ("127.0.0.1", 50000), "server": ("testserver", 80), "state": {},
+        }  # fmt: skip
+        pending = [{"type": "http.request", "body": body, "more_body": False}]
+        gone = anyio.Event()
+        to_client, from_app = anyio.create_memory_object_stream[dict](100)
+
+        async def receive() -> dict[str, Any]:
+            if pending:
+                return pending.pop()
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            try:
+                if gone.is_set():
+                    raise anyio.BrokenResourceError
+                await to_client.send(message)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                raise OSError("the client disconnected") from None  # as a server's send does
+
+        async def run() -> None:
+            async with to_client:
+                await self.asgi(scope, receive, send)
+
+        with anyio.fail_after(wait):
+            async with anyio.create_task_group() as tasks, from_app:
+                tasks.start_soon(run)
+                stream = Stream(from_app)
+                await stream._start()
+                try:
+                    yield stream
+                finally:
+                    gone.set()
+                    await from_app.aclose()  # a send blocked on a full buffer fails too
 
 
 @asynccontextmanager
