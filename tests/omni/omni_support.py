@@ -1,16 +1,18 @@
-"""Helpers of the omni backend's tests: constants, conf, a live server with the omni backend."""
+"""Helpers of the omni backend's tests: constants, conf, a live server with the omni backend, and
+the requests the live tests make."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
-import shutil
+import re
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from support import ROOT, LiveServer, write_conf
+from support import LiveServer, copy_project_conf, write_conf
 
 # Read at import: the autouse clean_environment fixture removes DDX_LLM_* variables per test.
 REQUIRED = os.environ.get("DDX_LLM_TEST_OMNI") == "1"
@@ -22,6 +24,7 @@ KEY = "sk-omni-test-0123456789abcdef"
 APP_ORIGIN = "http://localhost:3100"
 BUNDLED = "SmolLM2-135M-Instruct"
 TOOLS_VARIANT = "SmolLM2-135M-Instruct-tools"
+AUTH = {"X-API-Key": KEY}
 
 
 def require_omni() -> None:
@@ -42,8 +45,7 @@ def omni_conf(conf_dir: Path, models_dir: Path, **core: object) -> Path:
 def start_omni_server(tmp_path_factory, models_dir: Path, worker: str) -> LiveServer:
     """A Hypercorn process (``worker`` class) serving the omni backend with one API key and
     ``conf/hypercorn.toml``, once its model is ready."""
-    conf_dir = tmp_path_factory.mktemp(f"omni-{worker}") / "conf"
-    shutil.copytree(ROOT / "conf", conf_dir)
+    conf_dir = copy_project_conf(tmp_path_factory.mktemp(f"omni-{worker}") / "conf")
     omni_conf(conf_dir, models_dir)
     server = LiveServer(
         conf_dir,
@@ -70,3 +72,50 @@ def wait_ready(url: str, server: LiveServer | None = None, timeout: float = 90) 
         time.sleep(0.05)
     assert health["status"] == "ok", (health, server.log() if server else "")
     return health
+
+
+# --------------------------------------------------------------------------- HTTP
+
+CHAT = "/v1/chat/completions"
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+STORY = [{"role": "user", "content": "Write a short story about a cat who learns to sail."}]
+"""A short prompt with a long answer: the model does not stop on its own early."""
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+def chat(url: str, body: dict, headers: dict | None = None) -> httpx.Response:
+    return httpx.post(url + CHAT, json=body, headers={**AUTH, **(headers or {})}, timeout=60)
+
+
+def stream_events(url: str, body: dict) -> tuple[httpx.Headers, list]:
+    """The response headers and the stream's events (parsed chunks, then the string [DONE])."""
+    with httpx.stream("POST", url + CHAT, json={**body, "stream": True}, headers=AUTH,
+                      timeout=60) as response:  # fmt: skip
+        assert response.status_code == 200, response.read()
+        data = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    return response.headers, [d if d == "[DONE]" else json.loads(d) for d in data]
+
+
+def health(url: str) -> dict:
+    return httpx.get(url + "/health").json()
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample of the exposition (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+            if all(found.get(k) == v for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0

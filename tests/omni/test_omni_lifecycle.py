@@ -1,6 +1,7 @@
-"""The omni backend's model lifecycle, in-process on asyncio and trio: ``/v1/models/load``
-drives the upstream's model cache (the old model unloaded and its memory handed back, ``/health``
-showing each state), a model that fails to load, and what importing the plugin costs."""
+"""The omni backend in-process on asyncio and trio: ``/v1/models/load`` drives the upstream's
+model cache (the old model unloaded and its memory handed back, ``/health`` showing each state),
+a model that fails to load, the prompt counted exactly as the upstream counts it (and
+``context_too_long`` decided with it), and what importing the plugin costs."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import json
 import subprocess
 import sys
 import textwrap
+import uuid
 from pathlib import Path
 
 import anyio
 import pytest
 from omni_support import BUNDLED, TOOLS_VARIANT, omni_conf
 from support import ROOT, add_models, documented, running_app
+
+from ddx_llm.plugins.omni.request import upstream_scope
 
 pytestmark = [
     pytest.mark.anyio,
@@ -98,6 +102,47 @@ async def test_a_model_that_fails_to_load_is_503_and_health_says_so(
         assert answer.status_code == 200 and answer.json()["model"] == BUNDLED
 
 
+async def upstream_usage(backend, body: dict) -> dict:
+    """Ask the upstream router itself (on its thread, through the bridge): its usage chunk."""
+    raw = json.dumps(body).encode()
+    events = b""
+    async with backend.upstream.exchange(backend.app, upstream_scope(len(raw)), raw) as exchange:
+        while (message := await exchange.receive()) is not None:
+            events += message.get("body", b"")
+    chunks = [json.loads(e[6:]) for e in events.split(b"\n\n") if e.startswith(b"data: {")]
+    return next(chunk["usage"] for chunk in chunks if chunk.get("usage"))
+
+
+async def test_the_prompt_is_counted_as_the_upstream_counts_it(conf_dir, omni_models_dir):
+    omni_conf(conf_dir, omni_models_dir)
+    async with running_app(conf_dir) as (app, client):
+        await ready(client)
+        backend, handle = app.context.backend, app.context.host.resident_handle
+        tool = {"type": "function", "function": {"name": "get_weather", "parameters": {
+            "type": "object", "properties": {"city": {"type": "string"}}}}}  # fmt: skip
+        for extra in ({}, {"tools": [tool]}):
+            messages = [
+                {"role": "system", "content": "You answer in one word."},
+                {"role": "user", "content": f"Name a colour ({uuid.uuid4().hex})."},
+            ]  # a prompt the upstream has not cached: its count is then exact too
+            theirs = await upstream_usage(backend, {
+                "model": handle.folder, "messages": messages, "max_tokens": 2, "stream": True,
+                "stream_options": {"include_usage": True}, **extra,
+            })  # fmt: skip
+            answer = await client.post(CHAT, json={"messages": messages, "max_tokens": 1, **extra})
+            assert answer.status_code == 200, answer.text
+            ours = answer.json()["usage"]["prompt_tokens"]
+            assert ours == theirs["prompt_tokens"] > 20
+
+            window = app.context.settings.registry.get(BUNDLED).context_window
+            too_long = await client.post(
+                CHAT, json={"messages": messages, "max_tokens": window - ours + 1, **extra}
+            )
+            error = documented(too_long.json())
+            assert (too_long.status_code, error["code"]) == (422, "context_too_long")
+            assert error["detail"]["prompt_tokens"] == ours
+
+
 def run_python(code: str, cwd: Path) -> str:
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
@@ -133,7 +178,7 @@ async def test_plugin_imports_nothing_heavy_unless_selected(conf_dir, tmp_path):
         f"""
         import sys
         from pathlib import Path
-        from ddx_llm.app import create_app
+        from ddx_llm.factory import create_app
         create_app(Path({str(conf_dir)!r}))  # the mock backend
         print(sorted(m for m in ("fastapi", "mlx", "mlx_omni_server") if m in sys.modules))
         """,

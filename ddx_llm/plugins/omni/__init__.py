@@ -1,16 +1,16 @@
-"""The ``omni`` plugin: mlx-omni-server's own chat stack behind our middleware.
+"""The ``omni`` plugin: mlx-omni-server's own chat stack as a backend.
 
 Selected by ``[core] backend = "omni"`` (``DDX_LLM_BACKEND=omni``), in an environment with the
 omni install (README, "The omni backend"; ``requirements/omni.txt``).  Then
+:class:`.backend.OmniBackend` serves chat as every backend does, through the core's chat route
+(validation, admission, the model lease, events, OpenAI shapes are the core's), with the
+upstream ``mlx_omni_server`` chat router behind it: its chat templates, tool parsers, prompt
+cache and, with the add-on, structured output.  The upstream runs on a thread of its own
+(:mod:`.bridge`), so its synchronous generation never stalls our event loop.
 
-- ``POST /v1/chat/completions`` is answered by the upstream ``mlx_omni_server`` chat router
-  (its chat templates, tool parsers, prompt cache and, with the add-on, structured output)
-  through :class:`.omni_proxy.OmniChatMiddleware`, a middleware inside auth (order 600), so
-  request-ID, CORS, metrics, errors and auth apply as to every route;
-- the upstream runs on a thread of its own (:mod:`.omni_bridge`), so its synchronous
-  generation never stalls our event loop (``/health`` stays fast, streams interleave);
-- the model lifecycle is ours: :class:`.omni_backend.OmniBackend` drives the upstream's model
-  cache from ``/v1/models/load``, and ``/health`` gains an ``omni`` field.
+The package: ``backend`` (the protocol), ``request`` (our request → the upstream's, the
+refusals), ``response`` (the upstream's chunks → deltas, its errors → ours), ``bridge`` (the
+upstream thread), ``upstream`` (its import, app and model cache).
 
 Importing this module is cheap: FastAPI, mlx and mlx-omni-server are imported on the upstream
 thread by the first model load, and only when this backend is selected.
@@ -19,18 +19,13 @@ Settings: ``[omni]`` (:class:`OmniSettings`, variables ``DDX_LLM_OMNI_<KEY>``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import PositiveInt
 
 from ddx_llm import hookimpl
 from ddx_llm.config import SectionSettings, require_modules
 
-if TYPE_CHECKING:
-    from ddx_llm.config import Settings
-    from ddx_llm.middleware import MiddlewareSpec
-
-ORDER = 600
 INSTALL_HINT = (
     "pip install --no-deps mlx-omni-server==0.5.3 && pip install -r requirements/omni.txt "
     "(in a virtualenv of its own; README, 'The omni backend')"
@@ -45,8 +40,8 @@ class OmniSettings(SectionSettings):
     tools; DEBUG also the rendered prompt."""
     max_tokens: PositiveInt = 2048
     """Completion limit when a request sets neither ``max_tokens`` nor
-    ``max_completion_tokens`` (the upstream's own default is 4096), capped at the model's
-    context window."""
+    ``max_completion_tokens`` (the upstream's own default is 4096), capped at what the model's
+    context window leaves after the prompt."""
 
 
 @hookimpl
@@ -56,7 +51,12 @@ def ddx_llm_settings() -> tuple[str, type]:
 
 def _create_backend(app: Any) -> Any:
     require_modules(
-        "mlx_omni_server", "fastapi", "mlx.core", feature="the omni backend", install=INSTALL_HINT
+        "mlx_omni_server",
+        "fastapi",
+        "mlx.core",
+        "psutil",
+        feature="the omni backend",
+        install=INSTALL_HINT,
     )
     from .backend import OmniBackend
 
@@ -66,21 +66,3 @@ def _create_backend(app: Any) -> Any:
 @hookimpl
 def ddx_llm_backends() -> dict[str, Any]:
     return {"omni": _create_backend}
-
-
-@hookimpl
-def ddx_llm_middleware(settings: Settings) -> MiddlewareSpec | None:
-    if settings.core.backend != "omni":
-        return None
-    from ddx_llm.middleware import MiddlewareSpec
-
-    from .proxy import OmniChatMiddleware
-
-    def factory(app: Any) -> OmniChatMiddleware:
-        return OmniChatMiddleware(
-            app,
-            max_body_bytes=settings.core.max_body_bytes,
-            default_max_tokens=settings.section("omni").max_tokens,
-        )
-
-    return MiddlewareSpec("omni", ORDER, factory)

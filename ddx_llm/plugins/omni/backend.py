@@ -1,38 +1,57 @@
-"""The ``omni`` backend: the model lifecycle of the upstream mlx-omni-server, driven by our host.
+"""The ``omni`` backend: mlx-omni-server's chat stack as a backend of the core's protocol.
 
-The :class:`ddx_llm.host.ModelHost` calls :meth:`OmniBackend.load` and :meth:`~OmniBackend.unload`
-as for any backend, so ``/v1/models/load``, ``/v1/models/current`` and ``/health`` stay ours.
-Both run on the upstream thread (:mod:`.omni_bridge`): the first load imports the upstream and
-builds its app there; a load clears the upstream's model cache, hands the memory back and loads
-the entry's folder; an unload clears the cache.  The handle is the folder path, the cache key
-that chat requests must carry as ``model`` upstream (:mod:`.omni_proxy` rewrites it).
+The core's chat route does for omni what it does for every backend: validation, admission, the
+model lease, the context check, lifecycle events and every response shape.  This backend
+
+- ``load`` / ``unload``: drives the upstream's model cache on the upstream thread
+  (:mod:`.bridge`); the first load imports the upstream and builds its app there
+  (:mod:`.upstream`).  The handle keeps the folder the upstream cached the model under, the
+  ``model`` every upstream request names;
+- ``prepare``: refuses what the upstream would ignore or misapply (:mod:`.request`), then
+  counts the prompt exactly, on the upstream thread, with the upstream's own request
+  validation, adapter, chat template and tokenizer (:func:`.upstream.prompt_tokens`), so
+  ``context_too_long`` is decided as for mlx; fixes the completion limit;
+- ``generate``: sends the request to the upstream router, always as a stream with usage
+  (whatever the client asked for), and turns its chunks into deltas (:mod:`.response`).  The
+  core closes the generator when the client leaves (streamed or not) or the answer is
+  complete; closing the exchange cancels the upstream request, which stops after the token
+  being generated, and waits until it has stopped, so the lease is released only then.
 
 Models are found as the mlx backend finds them (``options.bundled``, ``path``, or a Hugging Face
-id already in the local cache; see :mod:`ddx_llm.plugins.mlx.source`); nothing is downloaded.
-``prepare``/``generate`` are never reached: the proxy middleware answers chat requests first.
+id already in the local cache; see :mod:`ddx_llm.plugins.mlx_models.source`); nothing is
+downloaded.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from pydantic import ValidationError
 
-from ddx_llm.errors import LlmError, ModelUnavailable
+from ddx_llm.backend import BackendBase, Delta, Prompt
+from ddx_llm.errors import LlmError, ModelUnavailable, validation_detail
 from ddx_llm.plugins.mlx_models.bundled import BUNDLED_MODEL_ID
 from ddx_llm.plugins.mlx_models.convert import ConversionError, check_mlx_version, is_complete
 from ddx_llm.plugins.mlx_models.source import TABLE_OPTIONS, ModelSource, model_folder, model_source
 
-from .bridge import UpstreamThread
+from . import upstream as omni_upstream
+from .bridge import UpstreamStopped, UpstreamThread
+from .request import check_supported, completion_limit, upstream_body, upstream_scope
+from .response import StreamReader, invalid_request, upstream_error
 
 if TYPE_CHECKING:
     from ddx_llm.config import Settings
     from ddx_llm.registry import ModelEntry, Registry
+    from ddx_llm.schemas import ChatCompletionRequest
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +62,14 @@ class OmniHandle:
 
     entry: ModelEntry
     folder: str
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A prepared request: the upstream body and the completion limit promised."""
+
+    body: dict[str, Any]
+    limit: int
 
 
 def check_conversion(source: ModelSource, models_dir: Path) -> None:
@@ -60,13 +87,23 @@ def check_conversion(source: ModelSource, models_dir: Path) -> None:
         ) from None
 
 
-class OmniBackend:
-    """The backend offered as ``omni`` (see the module docstring)."""
+def not_running(exc: UpstreamStopped) -> ModelUnavailable:
+    return ModelUnavailable("the omni upstream is not running", detail=str(exc))
+
+
+class OmniBackend(BackendBase):
+    """The backend offered as ``omni`` (see the module docstring).
+
+    Args:
+        settings: the app's settings (``[omni]``, ``[core] models_dir``, the conf folder).
+        registry: the model registry.
+        app: the upstream ASGI app; None (the default): built by the first load.
+    """
 
     name = "omni"
     real_model_mode = True
 
-    def __init__(self, settings: Settings, registry: Registry, hook: Any = None) -> None:
+    def __init__(self, settings: Settings, registry: Registry, app: Any = None) -> None:
         self.options = settings.section("omni")
         self.models_dir = settings.resolve_path(settings.core.models_dir)
         models_toml = str(settings.conf_dir / "models.toml")
@@ -80,8 +117,7 @@ class OmniBackend:
         self.structured_output = importlib.util.find_spec("outlines") is not None
         """``response_format: json_schema`` needs outlines (and torch) in the environment."""
         self.upstream = UpstreamThread()
-        self.app: Any = None
-        """The upstream FastAPI app, built on the upstream thread by the first load."""
+        self.app: Any = app
         self.last_load: dict[str, Any] | None = None
         self.last_unload: dict[str, Any] | None = None
 
@@ -89,9 +125,9 @@ class OmniBackend:
         """The bundled SmolLM2 when it is registered: it needs no download."""
         return BUNDLED_MODEL_ID if BUNDLED_MODEL_ID in registry else None
 
-    async def load(self, entry: ModelEntry) -> OmniHandle:
-        from . import upstream as omni_upstream
+    # ------------------------------------------------------------------ lifecycle
 
+    async def load(self, entry: ModelEntry) -> OmniHandle:
         source = self.sources[entry.id]
 
         def work() -> tuple[str, dict[str, Any]]:
@@ -115,18 +151,10 @@ class OmniBackend:
         return OmniHandle(entry, folder)
 
     async def unload(self, handle: OmniHandle) -> None:
-        from . import upstream as omni_upstream
-
         figures = await self.upstream.run_sync(omni_upstream.clear)
         self.last_unload = {"model": handle.entry.id, **figures}
         logger.info("omni: %s unloaded; MLX active memory %.1f MB -> %.1f MB", handle.entry.id,
                     figures["before"]["active_mb"], figures["after"]["active_mb"])  # fmt: skip
-
-    async def prepare(self, handle: Any, entry: Any, request: Any) -> Any:
-        raise LlmError("the omni backend serves chat through its middleware only")
-
-    def generate(self, handle: Any, entry: Any, prompt: Any, request: Any) -> Any:
-        raise LlmError("the omni backend serves chat through its middleware only")
 
     async def close(self) -> None:
         """At shutdown, after the host has unloaded the model: stop and join the upstream
@@ -134,10 +162,7 @@ class OmniBackend:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self.upstream.stop)
 
-    async def preflight(self, entry: Any, resident: Any) -> None:
-        return None
-
-    def status(self, handle: Any) -> dict[str, Any]:
+    def status(self, handle: OmniHandle | None) -> dict[str, Any]:
         """The ``omni`` field of ``/health``."""
         return {
             "upstream_thread": "running" if self.upstream.alive else "stopped",
@@ -147,7 +172,57 @@ class OmniBackend:
             "last_unload": self.last_unload,
         }
 
-    def not_ready_reason(self, handle: Any) -> str | None:
-        if self.app is not None and not self.upstream.alive:
+    def not_ready_reason(self, handle: OmniHandle | None) -> str | None:
+        if handle is not None and not self.upstream.alive:
             return "the omni upstream thread has stopped"
         return None
+
+    # ------------------------------------------------------------------ requests
+
+    async def prepare(
+        self, handle: OmniHandle, entry: ModelEntry, request: ChatCompletionRequest
+    ) -> Prompt:
+        check_supported(request, structured_output=self.structured_output)
+        body = upstream_body(request, handle.folder, None)
+        count = functools.partial(omni_upstream.prompt_tokens, handle.folder, body)
+        try:
+            tokens = await self.upstream.run_sync(count)
+        except UpstreamStopped as exc:
+            raise not_running(exc) from exc
+        except ValidationError as exc:  # what the router would answer with a FastAPI 422
+            raise invalid_request(validation_detail(exc)) from None
+        except Exception as exc:
+            raise upstream_error(None, b"", exc) from exc
+        limit = completion_limit(request, tokens, entry.context_window, self.options.max_tokens)
+        return Prompt(tokens, Prepared(upstream_body(request, handle.folder, limit), limit))
+
+    async def generate(
+        self, handle: OmniHandle, entry: ModelEntry, prompt: Prompt, request: ChatCompletionRequest
+    ) -> AsyncIterator[Delta]:
+        prepared: Prepared = prompt.data
+        body = json.dumps(prepared.body).encode()
+        reader = StreamReader(prompt_tokens=prompt.tokens, limit=prepared.limit)
+        try:
+            async with self.upstream.exchange(
+                self.app, upstream_scope(len(body)), body
+            ) as exchange:
+                while (deltas := await self._next(exchange, reader)) is not None:
+                    for delta in deltas:
+                        yield delta
+        except UpstreamStopped as exc:
+            raise not_running(exc) from exc
+        yield reader.end()
+
+    @staticmethod
+    async def _next(exchange: Any, reader: StreamReader) -> list[Delta] | None:
+        """The deltas of the upstream's next message (None: it has answered); what it raised
+        as our error."""
+        try:
+            message = await exchange.receive()
+            return None if message is None else reader.feed(message)
+        except UpstreamStopped:
+            raise
+        except Exception as exc:
+            error = reader.error(exc)
+            logger.error("omni upstream failed: %s", error.detail or error.message)
+            raise error from exc

@@ -3,28 +3,30 @@
 The upstream generates synchronously inside its request handlers: on our event loop it would
 stall ``/health`` and serialize every request for a whole generation.  So it gets
 :class:`UpstreamThread`, ONE persistent daemon thread running its own asyncio loop, and
-everything of the upstream runs there: its import, model loads and unloads, generation.  One
-thread only: with two or more such threads generating at once, MLX deadlocked or the process
-died within a few dozen requests (measured; MLX streams are per thread, too).
+everything of the upstream runs there: its import, model loads and unloads, prompt counting,
+generation.  One thread only: with two or more such threads generating at once, MLX deadlocked
+or the process died within a few dozen requests (measured; MLX streams are per thread, too).
 
-:meth:`UpstreamThread.serve` bridges one HTTP request: the app runs on the upstream loop with a
-``receive`` and ``send`` that hop to our loop (asyncio or trio; anyio only on our side) through
-an anyio :class:`~anyio.from_thread.BlockingPortal`.
+:meth:`UpstreamThread.run_sync` runs a blocking function there, between the steps of its
+requests.  :meth:`UpstreamThread.exchange` serves one HTTP request with the app there, and our
+side *pulls* the app's response messages (:meth:`Exchange.receive`), not a ``send`` callback:
+the reader is the backend's ``generate`` async generator, and a callback would need a task
+beside it across its yields (a task group spanning a ``yield``: unsupported by anyio and
+trio).  Our side waits for the upstream in a waiter thread (``anyio.to_thread``), as the mlx
+backend waits for its worker.  An :class:`Exchange`
 
-- Messages the app sends go into a deque, in order, and a "tick" wakes our side, which drains
-  the deque into our ``send``.  Only streamed body chunks (``more_body``) make the app wait for
-  our side (an ack): that is back-pressure, and it lets the upstream loop switch between
-  concurrent streams after every chunk.  The response start and the final body are
-  fire-and-forget, so a finished answer leaves at once instead of waiting behind another
-  request's blocking generation.
-- A failed ``send`` on our side (client gone) is raised into the app at its next ack, which
-  stops the generation on its own thread.
-- Cancelling our side cancels the upstream task (effective at its next ``await``: between
-  tokens for a stream, after the whole generation for a plain answer) and waits, bounded, until
-  it has really stopped, so a model lease is not released while the model still generates.
+- gives the app its request body, then nothing (a later ``receive`` waits until the end);
+- keeps the app's messages in order.  Only streamed body chunks (``more_body``) make the app
+  wait: each is acknowledged when our side asks for the next message, once it has passed the
+  chunk on (back-pressure; the upstream loop switches between concurrent streams after every
+  chunk).  The response start and the final body are fire-and-forget;
+- when our side leaves it (``async with`` exit) before the app returned, cancels the app's task
+  (effective at its next ``await``: after the token being generated), fails its later sends as
+  a client's disconnect does (ASGI 2.4: ``OSError``), and waits, shielded and bounded, until it
+  has stopped, so a model lease is not released while the model still generates.
 
-The upstream side is an asyncio loop because the upstream is asyncio code; ``asyncio`` is used
-only on that thread.  Our side uses anyio only.
+``asyncio`` is used on the upstream thread only (the upstream is asyncio code); our side uses
+anyio only.
 """
 
 from __future__ import annotations
@@ -34,33 +36,36 @@ import collections
 import concurrent.futures
 import contextlib
 import logging
-import math
 import sys
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
-from anyio.from_thread import BlockingPortal
 
 logger = logging.getLogger(__name__)
 
 Message = dict[str, Any]
 ASGIApp = Callable[..., Awaitable[None]]
-CANCEL_WAIT_SECONDS = 30.0
-"""How long a cancelled request waits for the upstream task to stop before giving up on it."""
+Ack = concurrent.futures.Future
+CANCEL_WAIT_SECONDS = 30.0  # how long a cancelled request waits for the upstream task to stop
 
 
 class UpstreamStopped(RuntimeError):
     """The upstream thread is not running (stopped at shutdown, or never started)."""
 
 
+class BridgeClosed(OSError):
+    """Raised into the app when it sends after our side left: a client's disconnect."""
+
+
 class UpstreamTask:
     """One coroutine run on the upstream loop; ``finished`` is set when it is over, whatever
-    ended it (result, exception, or cancellation, even before it started)."""
+    ended it (result, exception, or cancellation, even before it started), then ``on_done()``
+    is called, if given (on the upstream thread)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, coro_fn: Callable[[], Awaitable[Any]],
-                 on_done: Callable[[], None]) -> None:  # fmt: skip
+                 on_done: Callable[[], None] | None = None) -> None:  # fmt: skip
         self.loop = loop
         self.finished = threading.Event()
         self.result: Any = None
@@ -86,7 +91,8 @@ class UpstreamTask:
         else:
             self.result = task.result()
         self.finished.set()
-        self._on_done()
+        if self._on_done is not None:
+            self._on_done()
 
     def cancel(self) -> None:
         """Ask the task to stop at its next ``await`` (from any thread)."""
@@ -98,6 +104,7 @@ class UpstreamThread:
     """One daemon thread running one asyncio loop until :meth:`stop`."""
 
     def __init__(self, name: str = "omni-upstream") -> None:
+        self.name = name
         self.loop: asyncio.AbstractEventLoop | None = None
         self.in_flight = 0
         """HTTP requests being served by the upstream (only touched from our loop)."""
@@ -152,115 +159,136 @@ class UpstreamThread:
             return func()
 
         self.start()
-        async with BlockingPortal() as portal:
-            done = anyio.Event()
-            task = UpstreamTask(self.loop, call, lambda: _poke(portal, done.set))  # type: ignore[arg-type]
-            try:
-                await done.wait()
-            except BaseException:
-                task.cancel()
-                with anyio.CancelScope(shield=True), anyio.move_on_after(CANCEL_WAIT_SECONDS):
-                    await done.wait()
-                raise
+        task = UpstreamTask(self.loop, call)  # type: ignore[arg-type]
+        try:
+            await wait_for(task.finished)
+        except BaseException:
+            await stop(task)
+            raise
         if task.error is not None:
             raise task.error
         if task.cancelled:
             raise UpstreamStopped("the omni upstream call was cancelled")
         return task.result
 
-    async def serve(self, app: ASGIApp, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """Serve one HTTP request with ``app`` on the upstream loop (see the module docstring).
-
-        Raises what the app raised (after the messages it sent before), unless our ``send``
-        failed first: the client is gone and nobody is left to tell.
-        """
+    def exchange(self, app: ASGIApp, scope: dict[str, Any], body: bytes) -> Exchange:
+        """One HTTP request (``scope`` and its whole ``body``) for ``app`` on the upstream
+        loop, started when entered: ``async with thread.exchange(...) as exchange``."""
         self.start()
-        outbox: collections.deque[tuple[Message, concurrent.futures.Future | None]] = (
-            collections.deque()
+        return Exchange(self, app, scope, body)
+
+
+class Exchange:
+    """One HTTP request served by the upstream app, read by our side (module docstring)."""
+
+    def __init__(self, thread: UpstreamThread, app: ASGIApp, scope: dict[str, Any],
+                 body: bytes) -> None:  # fmt: skip
+        self._thread = thread
+        self._app = app
+        self._scope = scope
+        self._request: Message | None = {"type": "http.request", "body": body, "more_body": False}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._outbox: collections.deque[tuple[Message, Ack | None]] = collections.deque()
+        self._unacked: Ack | None = None
+        self._closed = False
+        self.task: UpstreamTask | None = None
+
+    async def __aenter__(self) -> Exchange:
+        self.task = UpstreamTask(
+            self._thread.loop,  # type: ignore[arg-type]
+            lambda: self._app(self._scope, self._up_receive, self._up_send),
+            self._notify,
         )
-        tick_tx, tick_rx = anyio.create_memory_object_stream[None](math.inf)
-        failure: list[BaseException] = []
-        self.in_flight += 1
+        self._thread.in_flight += 1
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
         try:
-            async with BlockingPortal() as portal, tick_rx:
-
-                def tick() -> None:
-                    # A late poke may land after we stopped reading.
-                    with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-                        tick_tx.send_nowait(None)
-
-                ended = False
-
-                def end() -> None:
-                    # Run by the task's last poke: once it ran, no poke of this request is in
-                    # flight any more, so stopping the portal cannot race one.
-                    nonlocal ended
-                    ended = True
-                    tick()
-
-                async def up_receive() -> Message:
-                    return await asyncio.wrap_future(portal.start_task_soon(receive))
-
-                async def up_send(message: Message) -> None:
-                    if failure:
-                        raise failure[0]
-                    streamed = message["type"] == "http.response.body" and message.get(
-                        "more_body", False
-                    )
-                    ack = concurrent.futures.Future() if streamed else None
-                    outbox.append((message, ack))
-                    _poke(portal, tick)
-                    if ack is not None:
-                        await asyncio.wrap_future(ack)
-
-                task = UpstreamTask(
-                    self.loop,  # type: ignore[arg-type]
-                    lambda: app(scope, up_receive, up_send),
-                    lambda: _poke(portal, end),
-                )
-                try:
-                    while True:
-                        while outbox:
-                            message, ack = outbox.popleft()
-                            await _forward(send, message, ack, failure)
-                        if ended and not outbox:
-                            break
-                        await tick_rx.receive()
-                except BaseException:
-                    task.cancel()
-                    _fail_acks(outbox)
-                    with anyio.CancelScope(shield=True), anyio.move_on_after(CANCEL_WAIT_SECONDS):
-                        while not ended:
-                            await tick_rx.receive()
-                            _fail_acks(outbox)
-                    raise
-                finally:
-                    _fail_acks(outbox)
-                    await portal.stop(cancel_remaining=True)
-            if task.error is not None and not failure:
-                raise task.error
+            await self.aclose()
         finally:
-            self.in_flight -= 1
+            self._thread.in_flight -= 1
+
+    async def _up_receive(self) -> Message:
+        if self._request is not None:
+            message, self._request = self._request, None
+            return message
+        # The body was all: wait until our side ends the request by cancelling this task.
+        return await asyncio.get_running_loop().create_future()
+
+    async def _up_send(self, message: Message) -> None:
+        streamed = message["type"] == "http.response.body" and message.get("more_body", False)
+        ack: Ack | None = concurrent.futures.Future() if streamed else None
+        with self._lock:
+            if self._closed:
+                raise BridgeClosed("the request was closed on our side")
+            self._outbox.append((message, ack))
+            self._wake.set()
+        if ack is not None:
+            await asyncio.wrap_future(ack)
+
+    def _notify(self) -> None:
+        with self._lock:  # with the lock: a receive() between its checks must see it
+            self._wake.set()
+
+    async def receive(self) -> Message | None:
+        """The app's next message, in order (asking acknowledges the one before); None once
+        the app has returned.  Raises what the app raised (after the messages it sent before),
+        or :class:`UpstreamStopped` when the upstream loop stopped it (shutdown)."""
+        task = self.task
+        assert task is not None, "enter the exchange first (async with)"
+        _settle(self._unacked)
+        self._unacked = None
+        while True:
+            with self._lock:
+                if self._outbox:
+                    message, self._unacked = self._outbox.popleft()
+                    return message
+                if task.finished.is_set():
+                    break
+                self._wake.clear()
+            await wait_for(self._wake)
+        if task.error is not None:
+            raise task.error
+        if task.cancelled:
+            raise UpstreamStopped("the omni upstream stopped the request (shutdown)")
+        return None
+
+    async def aclose(self) -> None:
+        """End the request: release the app's pending sends and, unless it has returned,
+        cancel it and wait (shielded, bounded) until it has stopped."""
+        with self._lock:
+            self._closed = True
+            acks = [ack for _message, ack in self._outbox]
+            self._outbox.clear()
+            self._wake.set()  # frees a waiter thread left behind by a cancelled receive()
+        for ack in [*acks, self._unacked]:
+            _settle(ack, BridgeClosed("the request was closed on our side"))
+        self._unacked = None
+        if self.task is not None and not self.task.finished.is_set():
+            await stop(self.task)
 
 
-async def _forward(
-    send: Any, message: Message, ack: concurrent.futures.Future | None, failure: list
-) -> None:
-    if failure:  # the client is gone: drop the rest, release the upstream
-        _settle(ack, failure[0])
-        return
-    try:
-        await send(message)
-    except Exception as exc:  # the client left (OSError & co.): tell the upstream
-        failure.append(exc)
-        _settle(ack, exc)
-        return
-    _settle(ack)
+async def wait_for(event: threading.Event) -> None:
+    """Wait until ``event`` is set, in a waiter thread of our own (not the shared pool);
+    cancelling abandons the thread, which ends once ``event`` is set."""
+    await anyio.to_thread.run_sync(
+        event.wait, abandon_on_cancel=True, limiter=anyio.CapacityLimiter(1)
+    )
 
 
-def _settle(ack: concurrent.futures.Future | None, exc: BaseException | None = None) -> None:
-    """Resolve an ack, unless the upstream stopped waiting for it (its wait was cancelled,
-    which cancels the ack too)."""
+async def stop(task: UpstreamTask) -> None:
+    """Cancel ``task`` and wait, shielded and bounded, until it has stopped."""
+    task.cancel()
+    with anyio.CancelScope(shield=True), anyio.move_on_after(CANCEL_WAIT_SECONDS) as waited:
+        await wait_for(task.finished)
+    if waited.cancelled_caught:
+        logger.error("omni bridge: an upstream task did not stop in %.0f s", CANCEL_WAIT_SECONDS)
+
+
+def _settle(ack: Ack | None, exc: BaseException | None = None) -> None:
+    """Resolve an ack, unless the upstream stopped waiting for it (a cancelled wait cancels
+    the ack too)."""
     if ack is None or ack.done():
         return
     with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
@@ -268,25 +296,3 @@ def _settle(ack: concurrent.futures.Future | None, exc: BaseException | None = N
             ack.set_result(None)
         else:
             ack.set_exception(exc)
-
-
-def _fail_acks(outbox: collections.deque) -> None:
-    """Never leave the upstream waiting for an ack nobody will give."""
-    while outbox:
-        _message, ack = outbox.popleft()
-        _settle(ack, anyio.BrokenResourceError("bridge closed"))
-
-
-def _poke(portal: BlockingPortal, func: Callable[[], Any]) -> None:
-    """Schedule ``func`` on our loop from the upstream thread, without waiting."""
-    try:
-        fut = portal.start_task_soon(func)
-    except RuntimeError:  # portal stopped: our side is gone, nobody to wake
-        return
-    # A failing poke would otherwise vanish into its future and leave a side waiting forever.
-    fut.add_done_callback(_log_failure)
-
-
-def _log_failure(fut: concurrent.futures.Future) -> None:
-    if not fut.cancelled() and fut.exception() is not None:
-        logger.error("omni bridge: poke failed", exc_info=fut.exception())

@@ -1,17 +1,25 @@
-"""What the upstream router answers, on its way back to the client (our loop).
+"""The upstream router's answer → our :class:`~ddx_llm.backend.Delta` pieces, or our errors.
 
-:class:`ResponseRewriter` is the ``send`` the bridge delivers the upstream's ASGI messages to:
+:class:`StreamReader` reads the ASGI messages of the upstream's response to the streamed
+request :mod:`.request` makes.  The upstream's stream, as mlx-omni-server 0.5.3 sends it:
 
-- a success body keeps its shape; only the value of ``model`` (the server's folder path) is
-  replaced by the registry id, in the JSON answer and in every SSE chunk (re-serialized as the
-  upstream serializes them, so nothing else changes);
-- a stream gets ``X-Accel-Buffering: no`` and loses the hop-by-hop ``Connection`` header (which
-  HTTP/2 forbids); the usage chunk the proxy always asks for is dropped when the client did not
-  ask for it;
-- an error answer (a FastAPI 422, a text/plain 500) is held back, never sent: the proxy raises
-  our error instead (:func:`upstream_error`), which the errors plugin shapes;
-- observation events: the first content or tool-call chunk is ``FirstToken``, each later one
-  ``TokensGenerated``; the finish reason and usage are kept for ``RequestDone``.
+- one SSE event per body message (an event cut across messages is put back together);
+- content chunks ``{"choices": [{"delta": {"role", "content"}, "logprobs"}]}``: one a token,
+  except with ``tools``, where text is held back (20 characters) to spot tool-call markers;
+- the finish chunk: ``finish_reason`` ``stop`` or ``tool_calls``, the parsed calls whole in
+  ``delta.tool_calls`` (``{index, id, function: {name, arguments}}``);
+- a usage chunk (it repeats the finish chunk and adds ``usage``) when at least one token was
+  generated, then ``data: [DONE]``.
+
+Each content chunk becomes a delta of one token and the calls one delta; the last delta, once
+the stream is over, has the finish reason and the usage: ``prompt_tokens`` is our exact count
+(the upstream's own counts the last prompt token twice when the whole prompt was cached),
+``completion_tokens`` the upstream's, and the finish reason becomes ``length`` when the
+completion reached the limit (the upstream never says ``length``).  The upstream's ``model``,
+``id`` and ``created`` are not used: the core shapes every answer.
+
+An error answer (a FastAPI 422, the text/plain 500 its error middleware sends before raising)
+and an exception of the app become our errors through :func:`upstream_error`.
 """
 
 from __future__ import annotations
@@ -19,172 +27,127 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ddx_llm import events
+from ddx_llm.backend import Delta, ToolCallDelta, Usage
 from ddx_llm.errors import LlmError, ModelUnavailable, RequestInvalid
 
-DROPPED_HEADERS = {b"connection", b"content-length", b"keep-alive", b"transfer-encoding"}
 EVENT_END = b"\n\n"
-DONE = b"data: [DONE]"
+DATA = b"data: "
+DONE = b"[DONE]"
 
 
-class ResponseRewriter:
-    """Filter the upstream's response messages into our ``send`` (see the module docstring).
+class StreamReader:
+    """One upstream response, message by message (see the module docstring).
 
     Args:
-        send: our ASGI ``send``.
-        model: the registry id clients see as ``model``.
-        hook: the hook relay, for observation events.
-        started: ``time.monotonic()`` when the request started.
-        client_wants_usage: the client asked for ``stream_options.include_usage``.
+        prompt_tokens: the prompt's exact length (the backend's ``prepare``).
+        limit: the completion limit promised to the client.
     """
 
-    def __init__(
-        self, send: Any, model: str, hook: Any, started: float, *, client_wants_usage: bool
-    ) -> None:
-        self._send = send
-        self.model = model
-        self.client_wants_usage = client_wants_usage
+    def __init__(self, *, prompt_tokens: int, limit: int) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.limit = limit
         self.status: int | None = None
-        self.mode: str | None = None  # "stream", "json" or "error"
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.forwarded = False  # our response has started
-        self.complete = False  # the upstream's last body message went through
-        self.client_gone = False
         self.error_body = b""
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
-        self.clock = events.TokenClock(hook, model, started)
+        self.tokens = 0
+        """Tokens accounted for by the deltas given so far."""
         self._buffer = b""
 
-    async def send(self, message: dict[str, Any]) -> None:
+    def feed(self, message: dict[str, Any]) -> list[Delta]:
+        """The deltas of one ASGI message the upstream sent."""
         if message["type"] == "http.response.start":
-            self._start(message)
-            if self.mode == "stream":
-                await self._out({**message, "headers": self.headers})
-            return
+            self.status = message["status"]
+            return []
         if message["type"] != "http.response.body":
-            return
-        body, more = message.get("body", b""), message.get("more_body", False)
-        if self.mode == "stream":
-            self._buffer += body
-            events_out, _, self._buffer = self._buffer.rpartition(EVENT_END)
-            out = self._rewrite_events(events_out) if events_out else b""
-            if not more:
-                out += self._buffer
-                self._buffer = b""
-            if out or not more:
-                await self._out({"type": "http.response.body", "body": out, "more_body": more})
-            self.complete = not more
-            return
-        self.error_body += body
-        if more:
-            return
-        self.complete = True
-        if self.mode == "json":
-            await self._send_json(self.error_body)
+            return []
+        body = message.get("body", b"")
+        if self.status != 200:
+            self.error_body += body
+            return []
+        self._buffer += body
+        complete, _, self._buffer = self._buffer.rpartition(EVENT_END)
+        deltas: list[Delta] = []
+        for event in complete.split(EVENT_END) if complete else []:
+            data = event.strip(b"\n")
+            if data.startswith(DATA) and data[len(DATA) :] != DONE:
+                deltas.extend(self._chunk(json.loads(data[len(DATA) :])))
+        return deltas
 
-    def _start(self, message: dict[str, Any]) -> None:
-        self.status = message["status"]
-        headers = [(k.lower(), v) for k, v in message.get("headers", [])]
-        content_type = dict(headers).get(b"content-type", b"")
-        if not 200 <= self.status < 300:
-            self.mode = "error"
-        elif content_type.startswith(b"text/event-stream"):
-            self.mode = "stream"
-            headers = [(k, v) for k, v in headers if k not in DROPPED_HEADERS]
-            headers.append((b"x-accel-buffering", b"no"))
-        else:
-            self.mode = "json"
-        self.headers = headers
-
-    async def _send_json(self, raw: bytes) -> None:
-        try:
-            document = json.loads(raw)
-        except ValueError:  # not JSON after all: passed on as it is
-            document = None
-        if isinstance(document, dict):
-            document["model"] = self.model
-            self._observe_choices(document.get("choices"))
-            self.usage = document.get("usage") or self.usage
-            # Starlette's JSONResponse rendering, as the upstream's own answer was rendered
-            raw = json.dumps(
-                document, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
-            ).encode()
-        headers = [(k, v) for k, v in self.headers if k != b"content-length"]
-        headers.append((b"content-length", str(len(raw)).encode()))
-        await self._out({"type": "http.response.start", "status": self.status, "headers": headers})
-        await self._out({"type": "http.response.body", "body": raw, "more_body": False})
-
-    def _rewrite_events(self, data: bytes) -> bytes:
-        out = []
-        for event in data.split(EVENT_END):
-            rewritten = self._rewrite_event(event.strip(b"\n"))
-            if rewritten is not None:
-                out.append(rewritten + EVENT_END)
-        return b"".join(out)
-
-    def _rewrite_event(self, event: bytes) -> bytes | None:
-        if not event.startswith(b"data: ") or event == DONE:
-            return event
-        try:
-            chunk = json.loads(event[len(b"data: ") :])
-        except ValueError:
-            return event
-        if not isinstance(chunk, dict):
-            return event
-        if "usage" in chunk:
-            self.usage = chunk.get("usage") or self.usage
-            if not self.client_wants_usage:
-                return None  # the proxy asked for it, for metrics only
-        self._observe_choices(chunk.get("choices"), streamed=True)
-        if "model" in chunk:
-            chunk["model"] = self.model
-        return b"data: " + json.dumps(chunk).encode()  # the upstream's own serialization
-
-    def _observe_choices(self, choices: Any, *, streamed: bool = False) -> None:
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            return
+    def _chunk(self, chunk: dict[str, Any]) -> list[Delta]:
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+            return []  # it repeats the finish chunk
+        choices = chunk.get("choices") or [{}]
         choice = choices[0]
-        self.finish_reason = choice.get("finish_reason") or self.finish_reason
         delta = choice.get("delta") or {}
-        if not streamed or not (delta.get("content") or delta.get("tool_calls")):
-            return
-        self.clock.tokens(1)
+        deltas = []
+        content = delta.get("content")
+        if isinstance(content, str) and content:
+            self.tokens += 1
+            deltas.append(Delta(content=content, tokens=1))
+        calls = [tool_call(call, i) for i, call in enumerate(delta.get("tool_calls") or [])]
+        if calls:
+            deltas.append(Delta(tool_calls=calls))
+        self.finish_reason = choice.get("finish_reason") or self.finish_reason
+        return deltas
 
-    async def _out(self, message: dict[str, Any]) -> None:
-        try:
-            await self._send(message)
-        except Exception:
-            self.client_gone = True
-            raise
-        if message["type"] == "http.response.start":
-            self.forwarded = True
+    def end(self) -> Delta:
+        """The last delta, once the upstream's response is over: the finish reason and usage.
+        Raises our error when the upstream answered with an error or ended its stream
+        without a finish reason."""
+        if self.status != 200:
+            raise upstream_error(self.status, self.error_body, None)
+        if self.finish_reason is None:
+            raise LlmError(
+                "the omni upstream failed", detail="its stream ended without a finish reason"
+            )
+        completion = int((self.usage or {}).get("completion_tokens") or self.tokens)
+        finish = self.finish_reason
+        if finish == "stop" and completion >= self.limit:
+            finish = "length"
+        rest, self.tokens = max(0, completion - self.tokens), completion
+        return Delta(tokens=rest, finish_reason=finish, usage=Usage(self.prompt_tokens, completion))
 
-    def done_event(self, finish: str) -> events.RequestDone:
-        """The request's ``RequestDone``, with the upstream's usage when it gave one."""
-        usage = self.usage or {}
-        return self.clock.done(
-            finish,
-            int(usage.get("prompt_tokens") or 0),
-            int(usage.get("completion_tokens") or self.clock.generated),
-        )
+    def error(self, exc: BaseException) -> LlmError:
+        """Our error for ``exc``, raised by the upstream app while answering."""
+        return upstream_error(self.status, self.error_body, exc)
 
 
-def upstream_error(rewriter: ResponseRewriter, exc: BaseException | None) -> LlmError:
+def tool_call(call: dict[str, Any], position: int) -> ToolCallDelta:
+    """One whole upstream tool call as the first and only piece of call ``index``."""
+    function = call.get("function") or {}
+    return ToolCallDelta(
+        index=int(call.get("index", position)),
+        id=call.get("id"),
+        name=function.get("name"),
+        arguments=function.get("arguments") or "",
+    )
+
+
+def upstream_error(status: int | None, body: bytes, exc: BaseException | None) -> LlmError:
     """Our error for an upstream failure: a FastAPI 422 → 422 ``request_invalid``; a model that
-    cannot be loaded or memory → 503 ``model_unavailable``; anything else → 500 ``llm_error``."""
-    if exc is None and rewriter.status == 422:
-        detail = _fastapi_detail(rewriter.error_body)
-        fields = ", ".join(item["field"] for item in detail) or "(body)"
-        return RequestInvalid(f"invalid request: {fields}", detail=detail)
+    cannot be loaded or memory → 503 ``model_unavailable``; anything else → 500 ``llm_error``.
+
+    ``status`` and ``body``: the upstream's error answer (None and empty when there was
+    none); ``exc``: what the upstream raised, if anything.
+    """
+    if exc is None and status == 422:
+        return invalid_request(_fastapi_detail(body))
     if isinstance(exc, MemoryError) or (
         isinstance(exc, RuntimeError) and str(exc).startswith("Model loading failed")
     ):
         return ModelUnavailable("the model cannot serve this request", detail=_describe(exc))
     if exc is not None:
         return LlmError("the omni upstream failed", detail=_describe(exc))
-    text = rewriter.error_body.decode(errors="replace")[:500]
-    return LlmError("the omni upstream failed", detail=f"HTTP {rewriter.status}: {text}")
+    text = body.decode(errors="replace")[:500]
+    return LlmError("the omni upstream failed", detail=f"HTTP {status}: {text}")
+
+
+def invalid_request(detail: list[dict[str, Any]]) -> RequestInvalid:
+    """422 ``request_invalid`` naming the fields of ``detail`` (``[{field, message, type}]``)."""
+    fields = ", ".join(item["field"] for item in detail) or "(body)"
+    return RequestInvalid(f"invalid request: {fields}", detail=detail)
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,7 +1,8 @@
-"""The upstream mlx-omni-server (0.5.3): its import, its chat app, and its model cache.
+"""The upstream mlx-omni-server (0.5.3): its import, its chat app, its model cache, and the
+prompt count of a request (:func:`prompt_tokens`, as its own generation will count it).
 
 Every function here blocks and touches MLX: call them on the upstream thread only
-(:meth:`ddx_llm.plugins.omni_bridge.UpstreamThread.run_sync`).
+(:meth:`.bridge.UpstreamThread.run_sync`).
 
 Import side effects, and what we do about them.  Any ``mlx_omni_server`` module imports
 ``mlx_omni_server.utils.logger``, which (1) creates ``./logs/`` in the current directory and
@@ -16,21 +17,25 @@ The model cache (``mlx_omni_server.chat.mlx.wrapper_cache.wrapper_cache``) is ke
 ``model`` string of a request.  We configure it for one model and no idle eviction (its default
 evicts a model after 300 s idle and reloads it silently on the next request), load the folder
 path we later forward as ``model``, and unload by clearing it.  Its own memory release only
-calls ``mlx.metal.clear_cache``, a no-op off Apple GPUs, so we call ``mx.clear_cache()`` too.
+calls ``mlx.metal.clear_cache``, a no-op off Apple GPUs, so we release memory as the mlx
+backend does (:func:`ddx_llm.plugins.mlx_models.memory.release`: ``mx.clear_cache()`` and, on
+glibc, ``malloc_trim``).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 import types
 from typing import Any
 
+from ddx_llm.plugins.mlx_models import memory
+
 logger = logging.getLogger(__name__)
 
 UPSTREAM_LOGGER = "mlx_omni"
 LOGGER_MODULE = "mlx_omni_server.utils.logger"
-MB = 2**20
 
 
 def install_logger_shim(level: str) -> None:
@@ -75,25 +80,15 @@ def build_app(log_level: str) -> Any:
     return app
 
 
-def memory_mb() -> dict[str, float]:
-    """MLX's active and cached memory, in MB."""
-    import mlx.core as mx
-
-    return {
-        "active_mb": round(mx.get_active_memory() / MB, 1),
-        "cache_mb": round(mx.get_cache_memory() / MB, 1),
-    }
-
-
 def clear() -> dict[str, Any]:
-    """Drop every cached model and hand its memory back; returns the figures before and after."""
-    import mlx.core as mx
+    """Drop every cached model and hand its memory back; returns the figures before and after
+    (:func:`ddx_llm.plugins.mlx_models.memory.figures`, in MB of 10^6 bytes, as under mlx)."""
     from mlx_omni_server.chat.mlx.wrapper_cache import wrapper_cache
 
-    before = memory_mb()
+    before = memory.figures()
     dropped = wrapper_cache.clear_cache()  # drops the cache's references, then gc.collect()
-    mx.clear_cache()
-    return {"models_dropped": dropped, "before": before, "after": memory_mb()}
+    memory.release()
+    return {"models_dropped": dropped, "before": before, "after": memory.figures()}
 
 
 def load(folder: str) -> dict[str, Any]:
@@ -103,4 +98,32 @@ def load(folder: str) -> dict[str, Any]:
 
     cleared = clear()
     ChatGenerator.get_or_create(folder)
-    return {"cleared": cleared, "loaded": memory_mb()}
+    return {"cleared": cleared, "loaded": memory.figures()}
+
+
+def prompt_tokens(folder: str, body: dict[str, Any]) -> int:
+    """The exact prompt length of the upstream request ``body`` for the model cached under
+    ``folder``: the body validated as the router validates it (raises pydantic's
+    ``ValidationError``), its messages, tools and template arguments prepared by the router's
+    own adapter, the prompt rendered by the model's chat template and encoded by its tokenizer,
+    exactly as the upstream's generation does.
+
+    The upstream's ``ChatTemplate`` keeps per-call state on the shared model (thinking parse
+    mode, tool schemas): the prompt is rendered with copies of it, so counting changes nothing
+    for the requests being generated.
+    """
+    from mlx_omni_server.chat.mlx.chat_generator import ChatGenerator
+    from mlx_omni_server.chat.openai.openai_adapter import OpenAIAdapter
+    from mlx_omni_server.chat.openai.schema import ChatCompletionRequest
+
+    request = ChatCompletionRequest.model_validate(body)
+    generator = ChatGenerator.get_or_create(folder)
+    params = OpenAIAdapter(generator)._prepare_generation_params(request)
+    template = copy.copy(generator.chat_template)
+    template.tools_parser = copy.copy(template.tools_parser)
+    detached = copy.copy(generator)
+    detached.chat_template = template
+    prompt = detached._prepare_prompt(
+        params["messages"], params["tools"], params["template_kwargs"], params["json_schema"]
+    )
+    return len(generator.tokenizer.encode(prompt))
