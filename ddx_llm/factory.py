@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 from starlette.routing import BaseRoute, Router
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .api import core_routes
 from .backend import Backend, missing_members
@@ -46,6 +46,7 @@ class DdxApp:
         self.context = context
         self.asgi = asgi
         self.matcher = matcher
+        self._guarded = error_shaping.ErrorShapingMiddleware(asgi, context)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self
@@ -54,18 +55,7 @@ class DdxApp:
             return
         scope[SCOPE_KEY] = self.matcher(scope)
         scope.setdefault("state", {})  # plugins may rely on it (request id, client identity)
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.asgi(scope, receive, tracking_send)
-        except Exception as exc:
-            context = self.context
-            await error_shaping.answer_error(exc, context, scope, receive, send, started=started)
+        await self._guarded(scope, receive, send)
 
 
 def create_app(

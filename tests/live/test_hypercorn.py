@@ -153,7 +153,9 @@ def test_client_leaving_mid_stream_closes_the_generation(server, events_file, ht
                     break
         left_at = time.time()
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not events_file.exists():
+    while time.monotonic() < deadline and not (
+        events_file.exists() and events_file.read_text().endswith("\n")
+    ):
         time.sleep(0.05)
     done = [json.loads(line) for line in events_file.read_text().splitlines()]
     assert len(done) == 1, done

@@ -5,7 +5,6 @@ key never shows in a log line or an error body."""
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 
 import pytest
@@ -16,8 +15,8 @@ from support import documented, running_app, write_conf
 
 from ddx_llm import hookimpl
 from ddx_llm.config import ConfigError
+from ddx_llm.factory import create_app
 from ddx_llm.plugins.auth import AuthMiddleware, AuthSettings, Unauthorized
-from ddx_llm.plugins.auth import keys as auth_keys
 from ddx_llm.plugins.auth import log_redaction as access_log
 from ddx_llm.plugins.auth.keys import KeyRing
 from ddx_llm.plugins.auth.log_redaction import RedactSecrets
@@ -229,42 +228,61 @@ async def test_bad_settings_stop_start_up_without_echoing_keys(
 # --- constant-time comparison ------------------------------------------------------------
 
 
-def counting_compare(monkeypatch) -> list[tuple[bytes, bytes]]:
-    calls: list[tuple[bytes, bytes]] = []
-    real = hmac.compare_digest
-
-    def compare(a, b):
-        calls.append((a, b))
-        return real(a, b)
-
-    monkeypatch.setattr(auth_keys.hmac, "compare_digest", compare)
-    return calls
+RING_KEYS = [f"sk-k{i}-0123456789abcdef" for i in range(4)]
 
 
-async def test_every_stored_digest_is_compared_on_each_request(conf_dir, monkeypatch):
-    keys = [f"sk-k{i}-0123456789abcdef" for i in range(4)]
-    monkeypatch.setenv("DDX_LLM_API_KEYS", ",".join(keys))
-    async with running_app(conf_dir) as (_, client):
-        calls = counting_compare(monkeypatch)
-        for presented, status in ((keys[0], 200), (keys[3], 200), (WRONG, 401)):
-            calls.clear()
-            response = await client.post(CHAT, json=BODY, headers={"X-API-Key": presented})
-            assert response.status_code == status
-            assert len(calls) == 4  # no early exit on the first (or any) match
-            stored = {a for a, _ in calls}
-            assert stored == {hashlib.sha256(k.encode()).digest() for k in keys}
-            assert {b for _, b in calls} == {hashlib.sha256(presented.encode()).digest()}
+def poisoned_ring(position: int) -> KeyRing:
+    """The ring of RING_KEYS with the digest at ``position`` stored as its hex text: a str,
+    which ``hmac.compare_digest`` refuses to compare with the presented key's bytes
+    (TypeError).  A lookup through this ring raises exactly when it compares that entry."""
+    entries = list(KeyRing.build(RING_KEYS, {}).entries)
+    stored, identity = entries[position]
+    entries[position] = (stored.hex(), identity)
+    return KeyRing(tuple(entries))
 
 
-async def test_configured_keys_are_hashed_once_at_start_up(keyed, monkeypatch):
-    hashed: list[str] = []
-    real = auth_keys.digest
-    monkeypatch.setattr(auth_keys, "digest", lambda key: hashed.append(key) or real(key))
-    async with running_app(keyed) as (_, client):
+@pytest.mark.parametrize("position", range(len(RING_KEYS)))
+@pytest.mark.parametrize(
+    "presented", [RING_KEYS[0], RING_KEYS[-1], WRONG], ids=["first", "last", "wrong"]
+)
+async def test_every_stored_digest_is_compared_on_each_request(presented, position):
+    """Whichever key a request presents (the first entry, the last, none), its lookup reaches
+    the poisoned entry wherever it sits — past a match too — and compares it with
+    ``hmac.compare_digest``: an early exit would never reach it, a plain ``==`` would quietly
+    find it unequal."""
+    reached = []
+
+    async def inner(scope, receive, send):
+        reached.append(scope["path"])
+
+    rules = AuthSettings(auth_protected=[f"POST {CHAT}"]).rules()
+    key = [(b"x-api-key", presented.encode())]
+    scope = {"type": "http", "method": "POST", "path": CHAT, "headers": key, "query_string": b""}
+    with pytest.raises(TypeError, match="bytes-like object"):  # compare_digest refuses a str
+        await AuthMiddleware(inner, poisoned_ring(position), rules)(scope, None, None)
+    assert reached == []
+    healthy = AuthMiddleware(inner, KeyRing.build(RING_KEYS, {}), rules)  # the same, unpoisoned
+    if presented == WRONG:
+        with pytest.raises(Unauthorized):
+            await healthy(scope, None, None)
+    else:
+        await healthy(scope, None, None)
+        assert reached == [CHAT]
+
+
+async def test_configured_keys_are_hashed_once_when_the_app_is_built(keyed):
+    assert isinstance(create_app(keyed).context.state("auth").keyring, KeyRing)  # before serving
+    async with running_app(keyed) as (app, client):
+        ring = app.context.state("auth").keyring
         for _ in range(3):
-            await client.post(CHAT, json=BODY, headers={"X-API-Key": KEY})
+            ok = await client.post(CHAT, json=BODY, headers={"X-API-Key": KEY})
+            assert ok.status_code == 200
         await client.get("/openapi.json")
-    assert sorted(hashed) == sorted([KEY, OTHER_KEY])
+        assert app.context.state("auth").keyring is ring  # the requests used that one ring
+    assert {identity for _, identity in ring.entries} == {
+        "key-" + sha(KEY)[:8],
+        "key-" + sha(OTHER_KEY)[:8],
+    }
 
 
 def test_keyring_hashes_once_and_dedupes():

@@ -75,8 +75,6 @@ class ModelWorker(threading.Thread):
         """Memory figures when the model was dropped and after it was released."""
         self.crashed: str | None = None
         """Why the loop died, if it did (a bug: steps catch generation errors themselves)."""
-        self.before_step: Callable[[], None] | None = None
-        """Called on the worker thread before every step; for tests that stall the worker."""
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._engine: BatchEngine | None = None
         self._stopping = False
@@ -169,8 +167,6 @@ class ModelWorker(threading.Thread):
                 self.last_step = time.monotonic()  # the heartbeat starts now
             if not self._admit_queued(engine):
                 return
-            if self.before_step is not None:
-                self.before_step()
             try:
                 engine.step()
             except Exception as exc:

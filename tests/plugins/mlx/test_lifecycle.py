@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 from pathlib import Path
 
 import anyio
@@ -179,7 +178,9 @@ async def test_a_model_too_large_for_the_memory_is_refused_before_loading(mlx_co
         chat = await client.post(CHAT, json=ASK)
         backend = app.context.backend
         with pytest.raises(ModelUnavailable, match="does not fit"):  # asked before any unload
-            await backend.preflight(app.context.settings.registry.get(TOOLS_MODEL_ID))
+            await backend.preflight(
+                app.context.settings.registry.get(TOOLS_MODEL_ID), app.context.host.resident_handle
+            )
     assert (health["status"], health["model_state"]) == ("degraded", "failed")
     error = health["model_error"]
     assert f"SmolLM2-135M-Instruct needs 0.10 GB of weights + {headroom:.2f} GB headroom" in error
@@ -189,35 +190,54 @@ async def test_a_model_too_large_for_the_memory_is_refused_before_loading(mlx_co
 
 
 async def test_a_stalled_worker_makes_the_service_not_ready_until_it_moves(mlx_conf):
-    write_conf(mlx_conf, {"mlx": {"stall_seconds": 0.5}})
-    async with running_app(mlx_conf) as (app, client):
+    """A generation step longer than ``stall_seconds`` (here: a prompt processed in one chunk)
+    makes ``/readyz`` 503 and ``/health`` degraded while it runs; both recover once the worker
+    moves on.
+
+    The prompt doubles until its step outlasts ``stall_seconds`` on this machine; on a 2-core
+    CPU (~15 prompt tokens/s) the first one does.  A request lasting three times that without
+    the service ever reporting the stall fails."""
+    stall = 0.3
+    # one chunk per prompt, and no prompt cache: every attempt processes its whole prompt
+    one_chunk = {"prefill_step_size": 8192, "prompt_cache_entries": 0}
+    write_conf(mlx_conf, {"mlx": {"stall_seconds": stall, **one_chunk}})
+    async with running_app(mlx_conf) as (_, client):
         await wait_ready(client)
-        worker = app.context.backend.handle.worker
-        gate = threading.Event()
-        worker.before_step = gate.wait  # the real worker thread blocks before its next step
-        answers = []
+        words = 8
+        while True:
+            question = {"role": "user", "content": "Count the cats:" + " cat" * words}
+            ask = {**ASK, "messages": [SHORT_CHAT[0], question]}
+            answers, not_ready, degraded = [], [], []
 
-        async def chat() -> None:
-            answers.append(await client.post(CHAT, json=ASK))
+            async def chat(ask=ask, answers=answers) -> None:
+                answers.append(await client.post(CHAT, json=ask))
 
-        try:
+            started = anyio.current_time()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(chat)
-                with anyio.fail_after(10):
-                    while (ready := await client.get("/readyz")).status_code == 200:
-                        await anyio.sleep(0.05)
-                health = (await client.get("/health")).json()
-                gate.set()
-        finally:
-            gate.set()
-        assert (await client.get("/readyz")).status_code == 200
-        assert (await client.get("/health")).json()["status"] == "ok"
-    (reason,) = ready.json()["reasons"]
-    assert "stalled: no generation step for" in reason and "stall_seconds = 0.5" in reason
-    assert (health["status"], health["model_state"]) == ("degraded", "ready")
-    assert len(health["reasons"]) == 1 and "is stalled" in health["reasons"][0]
-    assert health["mlx"]["busy"] and health["mlx"]["seconds_since_step"] > 0.5
+                while not answers:
+                    if (ready := await client.get("/readyz")).status_code != 200:
+                        not_ready.append(ready.json())
+                    if (health := (await client.get("/health")).json())["status"] != "ok":
+                        degraded.append(health)
+                    await anyio.sleep(0.02)
+            took = anyio.current_time() - started
+            stalled = [h for h in degraded if (h["mlx"]["seconds_since_step"] or 0) > stall]
+            if not_ready and stalled:
+                break
+            assert took < 3 * stall and words < 4096, (words, took, not_ready, degraded)
+            words *= 2
+        after = (await client.get("/readyz"), (await client.get("/health")).json())
     assert answers[0].status_code == 200
+    for body in not_ready:
+        (reason,) = body["reasons"]
+        assert "stalled: no generation step for" in reason and "stall_seconds = 0.3" in reason
+    for health in degraded:
+        assert (health["status"], health["model_state"]) == ("degraded", "ready")
+        assert len(health["reasons"]) == 1 and "is stalled" in health["reasons"][0]
+    assert all(health["mlx"]["busy"] for health in stalled)
+    assert after[0].status_code == 200 and after[1]["status"] == "ok"
+    assert after[1]["mlx"]["seconds_since_step"] is None
 
 
 async def test_over_capacity_is_503_with_retry_after_then_serves_again(mlx_conf):
@@ -243,7 +263,10 @@ async def test_over_capacity_is_503_with_retry_after_then_serves_again(mlx_conf)
             tg.start_soon(chat, "waiting")
             await requests_are(1, 1)
             rejected = await client.post(CHAT, json=ask)
-        assert app.context.backend.status()["max_batch"] == 1  # follows [core] max_running
+        context = app.context
+        assert (
+            context.backend.status(context.host.resident_handle)["max_batch"] == 1
+        )  # follows [core] max_running
         afterwards = await client.post(CHAT, json=ask)
         health = (await client.get("/health")).json()
     assert (rejected.status_code, rejected.json()["code"]) == (503, "overloaded")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
+from support import require_module
 
 from ddx_llm.plugins.mlx.logprobs import FLOOR, TokenTexts, gpt2_byte_decoder, token_logprob
 
-mx = pytest.importorskip("mlx.core")
+mx = require_module("mlx.core")
 
 
 def test_byte_decoder_matches_mlx_lms_table():

@@ -43,8 +43,17 @@ def test_a_model_that_fits_passes_and_one_that_does_not_is_refused_with_the_size
     memory.check_fits("small", folder, headroom_gb=available + 1, freed=int(2e9))
 
 
-def test_a_folder_without_weights_is_left_to_the_loader_to_report(tmp_path):
-    memory.check_fits("empty", tmp_path, headroom_gb=1e6)
+def test_a_folder_without_weights_is_left_to_the_loader_to_report(folder, tmp_path):
+    """No weight files: no size to check, whatever the headroom (mlx-lm's own error names
+    what is missing), while the same headroom refuses the same folder once it has weights."""
+    empty = tmp_path / "no-weights"
+    empty.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (empty / name).write_bytes((folder / name).read_bytes())
+    memory.check_fits("no-weights", empty, headroom_gb=1e6)
+    (empty / "model.safetensors").symlink_to(folder / "model.safetensors")
+    with pytest.raises(ModelUnavailable, match="does not fit"):
+        memory.check_fits("no-weights", empty, headroom_gb=1e6)
 
 
 def test_figures_and_release_report_mlx_and_process_memory():

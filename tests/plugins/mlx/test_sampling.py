@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from support import require_module
 
 from ddx_llm.errors import RequestInvalid
 from ddx_llm.plugins.mlx.sampling import build_processors, build_sampler, sampling_params
@@ -68,7 +69,7 @@ def test_values_this_model_cannot_take_are_rejected_naming_the_field(request_fie
 
 
 def test_processors_apply_bias_and_openai_penalties():
-    mx = pytest.importorskip("mlx.core")
+    mx = require_module("mlx.core")
     from mlx_lm.sample_utils import greedy_sampler
 
     assert build_sampler(params(temperature=0)) is greedy_sampler

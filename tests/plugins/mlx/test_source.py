@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
+import sys
 from pathlib import Path
 
 import pytest
-from support import add_models, running_app, write_conf
+from support import add_models, require_module, running_app, write_conf
 
-from ddx_llm.app import create_app
 from ddx_llm.config import ConfigError
 from ddx_llm.errors import ModelUnavailable
+from ddx_llm.factory import create_app
 from ddx_llm.plugins.mlx import INSTALL_HINT
 from ddx_llm.plugins.mlx_models.source import ModelSource, model_folder, model_source
 from ddx_llm.registry import ModelEntry
@@ -80,12 +80,8 @@ def test_a_missing_folder_or_uncached_hub_id_is_unavailable_with_a_hint(tmp_path
 
 
 def test_without_mlx_the_backend_refuses_to_start_with_the_install_command(conf_dir, monkeypatch):
-    real_find_spec = importlib.util.find_spec
-
-    def find_spec(name, *args):
-        return None if name == "mlx_lm" else real_find_spec(name, *args)
-
-    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    # None in sys.modules is Python's own "this module cannot be imported" (find_spec: None)
+    monkeypatch.setitem(sys.modules, "mlx_lm", None)
     write_conf(conf_dir, {"core": {"use_real_model": True}})
     with pytest.raises(ConfigError, match="mlx_lm") as caught:
         create_app(conf_dir)
@@ -93,7 +89,7 @@ def test_without_mlx_the_backend_refuses_to_start_with_the_install_command(conf_
 
 
 def test_the_bundled_model_is_the_default_unless_conf_names_one(conf_dir):
-    pytest.importorskip("mlx_lm")
+    require_module("mlx_lm")
     write_conf(conf_dir, {"core": {"backend": "mlx"}})
     assert create_app(conf_dir).context.host.default_model == "SmolLM2-135M-Instruct"
     write_conf(conf_dir, {"core": {"default_model": "SmolLM2-135M-Instruct-tools"}})
@@ -102,7 +98,7 @@ def test_the_bundled_model_is_the_default_unless_conf_names_one(conf_dir):
 
 @pytest.mark.anyio
 async def test_a_model_that_fails_to_load_leaves_the_service_up(conf_dir, tmp_path):
-    pytest.importorskip("mlx_lm")
+    require_module("mlx_lm")
     add_models(conf_dir, {"id": "broken", **EXTRAS, "path": str(tmp_path / "absent")})
     write_conf(conf_dir, {"core": {"backend": "mlx", "default_model": "broken"}})
     async with running_app(conf_dir) as (_, client):

@@ -6,11 +6,12 @@ import json
 import re
 
 import pytest
+from support import require_module
 
 from ddx_llm.backend import ToolCallDelta
 from ddx_llm.plugins.mlx.tools import ToolCallStream, normalize_call
 
-json_tools = pytest.importorskip("mlx_lm.tool_parsers.json_tools")
+json_tools = require_module("mlx_lm.tool_parsers.json_tools")
 
 CALL_ID = re.compile(r"^call_[0-9a-f]{24}$")
 # How SmolLM2's tokenizer splits a Hermes-style call: the markers are plain text, many tokens.

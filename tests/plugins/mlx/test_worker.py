@@ -68,6 +68,41 @@ def prompt_of(worker: ModelWorker, messages: list[dict]) -> list[int]:
     return list(worker.tokenizer.apply_chat_template(messages, add_generation_prompt=True))
 
 
+def status_when(worker: ModelWorker, condition, limit: float = 60) -> dict:
+    """Poll ``worker.status()`` from this thread, as ``/health`` does, until ``condition``
+    holds; return that status."""
+    deadline = time.monotonic() + limit
+    while not condition(status := worker.status()):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.001)
+    return status
+
+
+class StatusSampler(threading.Thread):
+    """Reads ``worker.status()`` from another thread every millisecond while the ``with``
+    block runs; ``samples`` holds ``(monotonic time just after the read, status)``."""
+
+    def __init__(self, worker: ModelWorker) -> None:
+        super().__init__(name="status-sampler", daemon=True)
+        self.worker = worker
+        self.samples: list[tuple[float, dict]] = []
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            status = self.worker.status()
+            self.samples.append((time.monotonic(), status))
+            self._done.wait(0.001)
+
+    def __enter__(self) -> StatusSampler:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self.join()
+
+
 def test_a_job_cancelled_while_queued_ends_unprocessed(worker):
     prompt = prompt_of(worker, SHORT_CHAT)
     first = worker.submit(Job(prompt, SamplingParams(max_tokens=2, temperature=0)))
@@ -101,10 +136,11 @@ def test_batched_sequences_equal_single_runs_and_a_cancel_removes_only_its_own(m
         params = [SamplingParams(max_tokens=5, temperature=0, **extra) for _, extra in REQUESTS]
         single = [drain(worker.submit(Job(p, s))) for p, s in zip(prompts, params, strict=True)]
 
-        sizes: list[int] = []
-        worker.before_step = lambda: sizes.append(worker.status()["sequences"])
         story = worker.submit(Job(prompt_of(worker, STORY_CHAT), SamplingParams(200, 0)))
         jobs = [worker.submit(Job(p, s)) for p, s in zip(prompts, params, strict=True)]
+        # the story goes on until it is cancelled below, and the two others need a prefill and
+        # five decode steps each: all three are in the batch together before any leaves it
+        status_when(worker, lambda status: status["sequences"] == 3)
         first = story.wait()
         while not any(isinstance(e, Piece) for e in first):
             first += story.wait()
@@ -113,7 +149,6 @@ def test_batched_sequences_equal_single_runs_and_a_cancel_removes_only_its_own(m
         story_events = first + drain(story)
     finally:
         stop_worker(worker)
-    assert max(sizes) == 3  # all three were in the batch together
     assert batched == single
     assert text_of(single[0]) == "The capital"
     assert single[0][-1].reason == "stop"
@@ -184,18 +219,43 @@ def test_a_stopped_worker_takes_no_jobs_and_releases_the_model(worker, mlx_model
     assert released["released"]["rss_mb"] < loaded["rss_mb"] - 0.8 * weights
 
 
-def test_a_stalled_step_shows_in_the_heartbeat(worker):
-    gate = threading.Event()
-    worker.before_step = gate.wait
+LONG_STEP = 0.3
+"""Seconds a step must visibly last; ``/readyz`` compares the same figure with
+``[mlx] stall_seconds``."""
+
+
+def test_a_long_step_shows_in_the_heartbeat_until_the_worker_moves(mlx_models_dir):
+    """A prompt processed in one chunk is one scheduler step: while it runs the heartbeat stands
+    still, so ``seconds_since_step`` grows past LONG_STEP, counted from the job's admission (not
+    from the idle worker's last step); once the worker is idle it is None again.
+
+    The prompt doubles until its single step lasts LONG_STEP on this machine; on a 2-core CPU
+    (~15 prompt tokens/s) the first one does.  A job lasting three times that without any step
+    showing it long means the heartbeat is wrong, and fails."""
+    worker = start_worker(mlx_models_dir, prefill_step_size=8192, prompt_cache_entries=0)
     try:
-        job = worker.submit(Job(prompt_of(worker, SHORT_CHAT), SamplingParams(1, temperature=0)))
-        time.sleep(0.4)
-        assert worker.busy and worker.stalled_for() >= 0.3
-        assert worker.status()["seconds_since_step"] >= 0.3
+        words = 8
+        while True:
+            prompt = prompt_of(worker, chat("Count the cats:" + " cat" * words))
+            time.sleep(0.1)  # idle: the worker's last step is older than the job
+            with StatusSampler(worker) as sampler:
+                submitted = time.monotonic()
+                events = drain(worker.submit(Job(prompt, SamplingParams(1, temperature=0))))
+                took = time.monotonic() - submitted
+            busy = [(t - submitted, s) for t, s in sampler.samples if s["busy"]]
+            longest = max((s["seconds_since_step"] for _, s in busy), default=0.0)
+            if longest >= LONG_STEP:
+                break
+            assert took < 3 * LONG_STEP and words < 4096, (words, took, longest)
+            words *= 2
+        idle = (worker.status(), worker.stalled_for())
     finally:
-        gate.set()
-    assert drain(job)[-1].reason == "length"
-    assert worker.stalled_for() == 0.0  # idle again
+        stop_worker(worker)
+    assert events[-1] == Finished("length", len(prompt), 1)
+    assert all(s["sequences"] == 1 for _, s in busy)
+    # the heartbeat starts at the admission: it is never older than the job (status rounds it)
+    assert all(s["seconds_since_step"] <= since + 0.001 for since, s in busy)
+    assert (idle[0]["busy"], idle[0]["seconds_since_step"], idle[1]) == (False, None, 0.0)
 
 
 def test_a_loader_error_reaches_the_caller_and_ends_the_thread(tmp_path):
