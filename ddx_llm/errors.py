@@ -99,11 +99,17 @@ class ErrorInfo:
     message: str
     detail: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    payload: dict[str, Any] | None = None
+    """A body in another API's own error shape (set by ``ddx_llm_shape_error`` for a surface
+    such as Anthropic's Messages); None: the documented body."""
 
     def body(self) -> dict[str, Any]:
         """The documented ``{code, message, detail?}`` body (``detail`` omitted when None), plus
         the same facts in OpenAI's ``error`` envelope: the OpenAI SDKs (the Node one in
-        particular) read only that, and would otherwise report "(no body)"."""
+        particular) read only that, and would otherwise report "(no body)".  A ``payload``
+        replaces it."""
+        if self.payload is not None:
+            return self.payload
         body: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.detail is not None:
             body["detail"] = self.detail
@@ -152,9 +158,18 @@ def describe(exc: BaseException, app: Any, scope: Any) -> ErrorInfo:
     The ``ddx_llm_map_exception`` hook answers first; then the core maps what it knows: an
     :class:`LlmError` maps to itself, Starlette's routing misses to 404 ``not_found`` / 405
     ``method_not_allowed``, a pydantic ``ValidationError`` to 422 ``request_invalid``; anything
-    else is 500 ``llm_error`` with no detail (the traceback is for the log only).
+    else is 500 ``llm_error`` with no detail (the traceback is for the log only).  Last, the
+    ``ddx_llm_shape_error`` hook may restate the answer in another API's error shape.
     """
-    exc = leaf_exception(exc)
+    info = _map(leaf_exception(exc), app, scope)
+    if app is not None:
+        shaped = app.hook.ddx_llm_shape_error(info=info, scope=scope, app=app)
+        if shaped is not None:
+            return shaped
+    return info
+
+
+def _map(exc: BaseException, app: Any, scope: Any) -> ErrorInfo:
     if app is not None:
         info = app.hook.ddx_llm_map_exception(exc=exc, scope=scope, app=app)
         if info is not None:

@@ -131,6 +131,21 @@ def ddx_llm_map_exception(exc: BaseException, scope: Scope, app: AppContext) -> 
     """
 
 
+@hookspec(firstresult=True)
+def ddx_llm_shape_error(info: ErrorInfo, scope: Scope, app: AppContext) -> ErrorInfo | None:
+    """Restate an error answer in another API's own error shape, for the routes of a surface.
+
+    ``info`` is the mapped error (status, code, message, detail, headers).  Return a new
+    :class:`ddx_llm.errors.ErrorInfo` with the status and ``payload`` (the body) that API
+    specifies — e.g. Anthropic's ``{"type": "error", "error": {...}}`` with 529 for
+    ``overloaded`` — or None to keep ours.  Stops at first non-None result.  Called for every
+    error response and every in-band stream error, on the event loop; decide by
+    ``ddx_llm.routing.matched_route(scope).surface``.
+
+    Example: ``if matched_route(scope).surface == "messages": return anthropic_error(info)``.
+    """
+
+
 @hookspec
 def ddx_llm_health(app: AppContext, host: ModelHost) -> dict[str, Any] | None:
     """Return extra fields merged into the ``/health`` body.

@@ -10,6 +10,7 @@ import pytest
 from support import documented, running_app, write_conf
 
 from ddx_llm import hookimpl
+from ddx_llm.errors import ErrorInfo
 from ddx_llm.events import (
     FirstToken,
     RequestDone,
@@ -20,6 +21,7 @@ from ddx_llm.events import (
 )
 from ddx_llm.manager import BUILTIN_PLUGINS
 from ddx_llm.middleware import MiddlewareSpec
+from ddx_llm.routing import matched_route
 
 pytestmark = pytest.mark.anyio
 
@@ -170,3 +172,32 @@ async def test_hooks_receive_the_app(conf_dir):
     assert seen["routes"] == (app, app.settings)
     assert seen["health"] == (app, app.host)
     assert seen["map_exception"] is app
+
+
+class Shaper:
+    """Restates every error on the chat surface in a made-up API's own shape."""
+
+    @hookimpl
+    def ddx_llm_shape_error(self, info, scope):
+        if matched_route(scope).surface != "chat.completions":
+            return None
+        payload = {"type": "error", "error": {"kind": info.code, "text": info.message}}
+        status = 529 if info.code == "overloaded" else info.status
+        return ErrorInfo(status, info.code, info.message, headers=info.headers, payload=payload)
+
+
+async def test_a_surface_restates_errors_in_its_own_shape(conf_dir):
+    async with running_app(conf_dir, (("shaper", Shaper()),)) as (_, client):
+        invalid = await client.post(CHAT, json={"messages": "not a list"})
+        streamed = await client.post(
+            CHAT, json={**ECHO, "stream": True, "mock": {"scenario": "error"}}
+        )
+        elsewhere = await client.get("/nope")
+    assert invalid.status_code == 422
+    assert invalid.json() == {
+        "type": "error",
+        "error": {"kind": "request_invalid", "text": "invalid request: messages"},
+    }
+    events = [line for line in streamed.text.splitlines() if line.startswith("data: {")]
+    assert json.loads(events[-1].removeprefix("data: "))["error"]["error"]["kind"] == "llm_error"
+    assert documented(elsewhere.json())["code"] == "not_found"  # other routes keep ours
