@@ -46,13 +46,16 @@ class Usage:
 class Delta:
     """One step of a generation.
 
-    ``content`` is new text, ``tool_calls`` new tool-call pieces, ``logprobs`` the log
-    probabilities of the tokens behind this piece (when requested), ``tokens`` how many generated
-    tokens this piece accounts for.  The last delta of a generation has ``finish_reason`` (``stop``,
-    ``length`` or ``tool_calls``) and ``usage`` set.
+    ``content`` is new answer text, ``reasoning`` new text of the model's thinking before it
+    answers (a reasoning model's ``<think>`` block: split from the answer by the backend),
+    ``tool_calls`` new tool-call pieces, ``logprobs`` the log probabilities of the tokens behind
+    this piece (when requested), ``tokens`` how many generated tokens this piece accounts for.
+    The last delta of a generation has ``finish_reason`` (``stop``, ``length`` or
+    ``tool_calls``) and ``usage`` set.
     """
 
     content: str | None = None
+    reasoning: str | None = None
     tool_calls: list[ToolCallDelta] = field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None
     tokens: int = 0

@@ -53,6 +53,7 @@ class CompletionShaper:
             async for delta in deltas:
                 if (
                     delta.content is not None
+                    or delta.reasoning is not None
                     or delta.tool_calls
                     or delta.logprobs
                     or (first and delta.finish_reason)
@@ -79,11 +80,15 @@ class CompletionShaper:
             for call in delta.tool_calls
         ]
         content = delta.content
-        if first and content is None and not tool_calls:
+        if first and content is None and not tool_calls and delta.reasoning is None:
             content = ""
         return ChunkChoice(
             delta=ChunkDelta(
-                role="assistant" if first else None, content=content, tool_calls=tool_calls or None
+                role="assistant" if first else None,
+                content=content,
+                tool_calls=tool_calls or None,
+                reasoning_content=delta.reasoning,
+                reasoning=delta.reasoning,
             ),
             logprobs=ChoiceLogprobs(content=delta.logprobs) if self.logprobs else None,
         )
@@ -91,12 +96,15 @@ class CompletionShaper:
     async def collect(self, deltas: AsyncIterator[Delta]) -> ChatCompletion:
         """The whole generation as one ``chat.completion``."""
         text: list[str] = []
+        thinking: list[str] = []
         calls: dict[int, dict[str, str]] = {}
         logprobs = []
         async with aclosing(deltas):
             async for delta in deltas:
                 if delta.content is not None:
                     text.append(delta.content)
+                if delta.reasoning is not None:
+                    thinking.append(delta.reasoning)
                 for piece in delta.tool_calls:
                     call = calls.setdefault(piece.index, {"id": "", "name": "", "arguments": ""})
                     call["id"] = piece.id or call["id"]
@@ -104,18 +112,22 @@ class CompletionShaper:
                     call["arguments"] += piece.arguments
                 logprobs.extend(delta.logprobs or [])
                 if delta.finish_reason:
-                    return self._completion(delta, text, calls, logprobs)
+                    return self._completion(delta, text, calls, logprobs, thinking)
         raise LlmError("the backend ended the generation without a finish reason")
 
     def _completion(
-        self, last: Delta, text: list[str], calls: dict, logprobs: list
+        self, last: Delta, text: list[str], calls: dict, logprobs: list, thinking: list[str]
     ) -> ChatCompletion:
         tool_calls = [
             ToolCall(id=c["id"], function=FunctionCall(name=c["name"], arguments=c["arguments"]))
             for _, c in sorted(calls.items())
         ]
+        reasoning = "".join(thinking) if thinking else None
         message = ResponseMessage(
-            content="".join(text) if text or not tool_calls else None, tool_calls=tool_calls or None
+            content="".join(text) if text or not tool_calls else None,
+            tool_calls=tool_calls or None,
+            reasoning_content=reasoning,
+            reasoning=reasoning,
         )
         choice = Choice(
             message=message,

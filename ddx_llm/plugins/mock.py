@@ -9,6 +9,10 @@ Scenarios, chosen per request with the vendor field ``"mock": {"scenario": ..., 
   (``finish_reason: "length"``), ``stop`` and ``logprobs`` (each word certain: log probability 0).
 - ``error``: streams two words of the echo, then fails with ``llm_error`` mid-stream (to test a
   client's error path).
+- ``reasoning``: thinks before answering, as reasoning models do — ``Thinking about: <the last
+  user message>`` word by word as reasoning (``reasoning_content`` in chat completions), then
+  the echo as the answer; ``max_tokens`` counts both (a limit reached while thinking ends with
+  ``length`` and no answer).
 
 Token counts are estimates (about four characters a token); each streamed piece counts as one
 completion token.
@@ -30,7 +34,7 @@ from ddx_llm.errors import LlmError, RequestInvalid, validation_detail
 from ddx_llm.registry import ModelEntry
 from ddx_llm.schemas import ChatCompletionRequest, TokenLogprob, TopLogprob
 
-Scenario = Literal["tool_call", "echo", "error"]
+Scenario = Literal["tool_call", "echo", "error", "reasoning"]
 
 CANNED_CALL = ("call_0", "get_weather", ['{"city":', '"Berlin"}'])
 """The seed's canned tool call: id, function name, and the arguments as streamed pieces."""
@@ -96,10 +100,13 @@ class MockBackend(BackendBase):
     ) -> AsyncIterator[Delta]:
         options: MockOptions = prompt.data
         delay = (options.token_delay_ms or 0) / 1000
+        text = last_user_text(request)
         if options.scenario == "tool_call":
             pieces = tool_call_pieces()
+        elif options.scenario == "reasoning":
+            pieces = reasoning_pieces(text, request)
         else:
-            pieces = echo_pieces(last_user_text(request), request, fail=options.scenario == "error")
+            pieces = echo_pieces(text, request, fail=options.scenario == "error")
         generated = 0
         for delta in pieces:
             if delay and delta.tokens:
@@ -144,6 +151,22 @@ def echo_pieces(text: str, request: ChatCompletionRequest, *, fail: bool = False
         emitted = candidate
         yield Delta(content=word, tokens=1)
     yield Delta(finish_reason="stop")
+
+
+def reasoning_pieces(text: str, request: ChatCompletionRequest):
+    """``Thinking about: <text>`` word by word as reasoning, then the echo of ``text``; the
+    completion limit counts both."""
+    limit = request.completion_limit
+    thoughts = re.findall(r"\s*\S+", f"Thinking about: {text}")
+    for count, word in enumerate(thoughts):
+        if limit is not None and count >= limit:
+            yield Delta(finish_reason="length")
+            return
+        yield Delta(reasoning=word, tokens=1)
+    left = None if limit is None else limit - len(thoughts)
+    yield from echo_pieces(
+        text, request.model_copy(update={"max_tokens": left, "max_completion_tokens": None})
+    )
 
 
 def certain(piece: str, top: int) -> TokenLogprob:

@@ -175,6 +175,12 @@ class ResponseMessage(BaseModel):
     content: str | None
     refusal: str | None = None
     tool_calls: list[ToolCall] | None = Omitted()
+    reasoning_content: str | None = Omitted(
+        description="The model's thinking before its answer (reasoning models only)."
+    )
+    reasoning: str | None = Omitted(
+        description="The same as `reasoning_content`, for clients that read this name."
+    )
 
 
 class Choice(BaseModel):
@@ -210,6 +216,8 @@ class ChunkDelta(BaseModel):
     role: Literal["assistant"] | None = Omitted()
     content: str | None = Omitted()
     tool_calls: list[ToolCallChunk] | None = Omitted()
+    reasoning_content: str | None = Omitted(description="A piece of the model's thinking.")
+    reasoning: str | None = Omitted(description="The same as `reasoning_content`.")
 
 
 class ChunkChoice(BaseModel):
