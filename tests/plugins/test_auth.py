@@ -4,6 +4,7 @@ key never shows in a log line or an error body."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 
@@ -342,13 +343,39 @@ async def test_without_keys_requests_pass_and_start_up_warns(conf_dir, caplog):
     assert "DDX_LLM_API_KEYS" in warnings[0].getMessage()
 
 
-async def test_without_keys_in_prod_start_up_logs_an_error(conf_dir, monkeypatch, caplog):
+@pytest.mark.parametrize("env", ["prod", "PROD", "production"])
+def test_without_keys_in_prod_the_app_is_not_built(conf_dir, monkeypatch, env):
+    """Refused while the app is built (no lifespan needed): ``ddx-llm serve`` and ``check``
+    exit 2 before anything listens.  One line naming both ways out."""
+    monkeypatch.setenv("DDX_LLM_ENV", env)
+    with pytest.raises(ConfigError) as raised:
+        create_app(conf_dir)
+    message = str(raised.value)
+    assert "\n" not in message
+    for needle in ("no API key", "DDX_LLM_API_KEYS", "allow_no_auth", "DDX_LLM_ALLOW_NO_AUTH"):
+        assert needle in message
+    assert "POST /v1/chat/completions" in message
+
+
+async def test_prod_without_keys_starts_when_the_deployment_says_so(conf_dir, monkeypatch, caplog):
     monkeypatch.setenv("DDX_LLM_ENV", "prod")
+    monkeypatch.setenv("DDX_LLM_ALLOW_NO_AUTH", "1")
     async with running_app(conf_dir) as (_, client):
         assert (await client.post(CHAT, json=BODY)).status_code == 200
-    errors = [r for r in caplog.records if r.name == "ddx_llm.plugins.auth"]
-    assert [r.levelno for r in errors] == [logging.ERROR]
-    assert errors[0].getMessage().count("AUTH IS OFF IN PRODUCTION") == 2
+    warnings = [r for r in caplog.records if r.name == "ddx_llm.plugins.auth"]
+    assert [r.levelno for r in warnings] == [logging.WARNING]
+    assert "off in production" in warnings[0].getMessage()
+    write_conf(conf_dir, {"auth": {"allow_no_auth": True}})  # the same, said in the conf
+    monkeypatch.delenv("DDX_LLM_ALLOW_NO_AUTH")
+    assert create_app(conf_dir).context.state("auth").allow_no_auth
+
+
+async def test_prod_with_keys_or_digests_starts_as_usual(conf_dir, monkeypatch):
+    monkeypatch.setenv("DDX_LLM_ENV", "prod")
+    write_conf(conf_dir, {"auth": {"api_key_digests": {"alice": sha(KEY)}}})
+    async with running_app(conf_dir) as (_, client):
+        assert (await client.post(CHAT, json=BODY)).status_code == 401
+        assert (await client.post(CHAT, json=BODY, headers={"X-API-Key": KEY})).status_code == 200
 
 
 async def test_with_keys_start_up_logs_the_count_not_the_keys(keyed, caplog):
@@ -356,9 +383,11 @@ async def test_with_keys_start_up_logs_the_count_not_the_keys(keyed, caplog):
     async with running_app(keyed):
         pass
     lines = [r.getMessage() for r in caplog.records if r.name == "ddx_llm.plugins.auth"]
-    assert lines == [
-        "auth: 2 API key(s); protected routes: POST /v1/models/load, POST /v1/chat/completions"
-    ]
+    assert len(lines) == 1
+    # every protected route, in route order (the core may add protected routes after these)
+    prefix = "auth: 2 API key(s); protected routes: POST /v1/models/load, POST /v1/chat/completions"
+    assert lines[0].startswith(prefix)
+    assert KEY not in lines[0] and OTHER_KEY not in lines[0]
 
 
 # --- OpenAPI and disabling --------------------------------------------------------------
@@ -397,11 +426,17 @@ async def test_disabled_by_name(keyed):
 
 def access_line(fmt: str, path: str, query: bytes, headers: list, env: dict, monkeypatch) -> str:
     """Format one access-log line exactly as Hypercorn does, through the installed filter."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return access_lines(fmt, [(path, query, headers)], monkeypatch)[0]
+
+
+def access_lines(fmt: str, requests: list[tuple[str, bytes, list]], monkeypatch) -> list[str]:
+    """Format one access-log line per ``(path, query, headers)`` exactly as Hypercorn does,
+    through the installed filter."""
     from hypercorn.config import Config
     from hypercorn.logging import Logger
 
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
     shared = logging.getLogger("hypercorn.access")  # Hypercorn reconfigures it: restore after
     monkeypatch.setattr(shared, "handlers", list(shared.handlers))
     monkeypatch.setattr(shared, "propagate", shared.propagate)
@@ -416,16 +451,21 @@ def access_line(fmt: str, path: str, query: bytes, headers: list, env: dict, mon
     hypercorn_logger = Logger(config)
     hypercorn_logger.access_logger.handlers = [Collect()]
     access_log.install()
-    request = {
-        "type": "http", "method": "GET", "path": path, "query_string": query,
-        "headers": headers, "http_version": "1.1", "scheme": "http",
-        "client": ("127.0.0.1", 5000),
-    }  # fmt: skip
     response = {"status": 200, "headers": [(b"x-request-id", b"rid-1")]}
     import anyio
 
-    anyio.run(hypercorn_logger.access, request, response, 0.01)
-    return lines[0]
+    async def log_all() -> None:
+        for path, query, headers in requests:
+            request = {
+                "type": "http", "method": "GET", "path": path, "query_string": query,
+                "headers": headers, "http_version": "1.1", "scheme": "http",
+                "client": ("127.0.0.1", 5000),
+            }  # fmt: skip
+            await hypercorn_logger.access(request, response, 0.01)
+
+    anyio.run(log_all)
+    assert len(lines) == len(requests)
+    return lines
 
 
 def test_access_log_redacts_keys_in_any_format(monkeypatch):
@@ -458,3 +498,114 @@ def test_access_log_filter_leaves_other_lines_alone(monkeypatch):
     assert RedactSecrets().filter(record)
     assert record.getMessage() == "GET /a?api_key=[redacted]"
     assert access_log.install() is access_log.install()
+
+
+# --- the api_key query parameter: one notion for authentication and redaction ------------
+
+TRICKY_KEY = "Kq;9?x=Z~w+y/a-b_c.d*e'f!g%h&i#j"
+"""A configured key holding every character a query treats specially (``;`` ``?`` ``=`` ``+``
+``%`` ``&`` ``#``): sent in a query it must be percent-encoded in part, differently each time."""
+MUST_ESCAPE = set("&#%+ ")
+"""Characters that cannot travel raw in a query value (``+`` would decode to a space)."""
+
+
+def encode(text: str, rng, *, escape_share: float) -> str:
+    """``text`` with each character percent-encoded (hex in either case) with probability
+    ``escape_share``, or always when it cannot travel raw."""
+    out = []
+    for char in text:
+        if char in MUST_ESCAPE or rng.random() < escape_share:
+            escaped = f"%{ord(char):02X}"
+            out.append(escaped.lower() if rng.random() < 0.5 else escaped)
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def random_query(rng) -> tuple[str, str]:
+    """A query string holding the key somewhere, and the raw value that carries it: the name
+    ``api_key`` in some spelling (percent-encoded in part, ``API_KEY``, after a ``;``),
+    decoy fields, repeated and empty ``api_key`` fields, stray separators."""
+    raw_value = encode(TRICKY_KEY, rng, escape_share=rng.choice([0, 0.2, 0.6, 1]))
+    name = encode("api_key", rng, escape_share=rng.choice([0, 0.3, 0.7, 1]))
+    if rng.random() < 0.1:
+        name = rng.choice(["API_KEY", "Api_Key", "%41PI%5FKEY"])  # not the parameter: 401
+    decoys = ["x=1", "api_key=", "api_key", "", "flag", "api_keyx=no", "q=a?b=c", "a=b;c=d"]
+    fields = rng.sample(decoys, rng.randint(0, 4))
+    field = f"{name}={raw_value}"
+    if rng.random() < 0.1:
+        field = "x=1;" + field  # ';' is no separator for parse_qsl: not the parameter
+    fields.insert(rng.randint(0, len(fields)), field)
+    if rng.random() < 0.2:  # a second key field after it (authentication takes the first)
+        second = encode("api_key", rng, escape_share=0.5), encode(WRONG, rng, escape_share=0.3)
+        fields.append("=".join(second))
+    return "&".join(fields), raw_value
+
+
+def leaks(line: str, secret: str, raw: str) -> bool:
+    from urllib.parse import unquote, unquote_plus
+
+    return any(secret in text for text in (line, unquote(line), unquote_plus(line))) or raw in line
+
+
+def test_query_key_fields_parse_exactly_as_parse_qsl():
+    """The parameter authentication reads is ``parse_qsl``'s: on random queries, the non-empty
+    values :func:`query_key_fields` yields are those ``parse_qsl`` gives for ``api_key``, and
+    each span holds exactly the raw text of its value."""
+    import random
+    from urllib.parse import parse_qsl, unquote_plus
+
+    from ddx_llm.plugins.auth.keys import query_key_fields
+
+    rng = random.Random(11)
+    for _ in range(2000):
+        query, _ = random_query(rng)
+        fields = list(query_key_fields(query))
+        expected = [value for name, value in parse_qsl(query) if name == "api_key"]
+        assert [value for _, _, value in fields if value] == expected, query
+        assert all(unquote_plus(query[start:end]) == value for start, end, value in fields)
+
+
+def test_no_encoding_of_a_query_key_authenticates_without_being_redacted(monkeypatch):
+    """Property over 1,500 random queries: whatever spelling of ``api_key`` and of the key the
+    real middleware accepts, Hypercorn's real access logger (formats ``%(R)s``, ``%(Uq)s``,
+    ``%(q)s``, the ``Referer``) writes no trace of the key — neither in clear, nor
+    percent-encoded, nor the raw value it travelled in.  Spellings that are not the parameter
+    (``API_KEY``, after a ``;``) are refused, and redacted all the same."""
+    import random
+
+    import anyio
+
+    rng = random.Random(7)
+    queries = [random_query(rng) for _ in range(1500)]
+    identity = "key-" + sha(TRICKY_KEY)[:8]
+
+    async def authenticate_all() -> list[bool]:
+        reached = []
+
+        async def inner(scope, receive, send):
+            reached.append(scope["state"].get("client_id"))
+
+        middleware = AuthMiddleware(inner, KeyRing.build([TRICKY_KEY], {}), ())
+        accepted = []
+        for query, _ in queries:
+            reached.clear()
+            scope = {
+                "type": "http", "method": "POST", "path": CHAT, "headers": [],
+                "query_string": query.encode(),
+            }  # fmt: skip
+            with contextlib.suppress(Unauthorized):
+                await middleware(scope, None, None)
+            accepted.append(reached == [identity])
+        return accepted
+
+    accepted = anyio.run(authenticate_all)
+    requests = [
+        (CHAT, query.encode(), [(b"referer", f"http://localhost:3100/page?{query}".encode())])
+        for query, _ in queries
+    ]
+    lines = access_lines('"%(R)s" %(Uq)s q=%(q)s ref=%(f)s %(s)s', requests, monkeypatch)
+    assert 1000 < sum(accepted) < 1500  # most spellings authenticate; the decoys do not
+    for (query, raw), line in zip(queries, lines, strict=True):
+        assert not leaks(line, TRICKY_KEY, raw), (query, line)
+        assert line.endswith(" 200") and "[redacted]" in line

@@ -13,14 +13,17 @@ in ``scope["state"]["client_id"]`` for later plugins and lifecycle events
 (``event.request.client``), on open routes too; the key itself never reaches a log line, an
 error body or the scope state.
 
-With no keys configured every request passes and start-up logs a warning (an error, in
-capitals, when ``[core] env = "prod"``).  At start-up the plugin also installs
-:class:`.log_redaction.RedactSecrets` on Hypercorn's access log.
+With no keys configured every request passes and start-up logs a warning — except in
+production (``[core] env = "prod"``), where building the app raises :class:`ConfigError` (so
+``ddx-llm serve`` and ``ddx-llm check`` exit 2 before anything listens) unless the deployment
+says ``[auth] allow_no_auth = true``; it then starts with the warning.  At start-up the plugin
+also installs :class:`.log_redaction.RedactSecrets` on Hypercorn's access log.
 
 Settings (``[auth]``; environment prefix ``DDX_LLM_``):
 ``api_keys`` (``DDX_LLM_API_KEYS``, comma-separated), ``api_key_digests`` (name → SHA-256 hex of
 a key; ``DDX_LLM_API_KEY_DIGESTS`` as JSON), ``auth_protected`` (``DDX_LLM_AUTH_PROTECTED``,
-comma-separated ``[METHOD ]/path[*]`` rules protecting routes beyond those that declare it).
+comma-separated ``[METHOD ]/path[*]`` rules protecting routes beyond those that declare it),
+``allow_no_auth`` (``DDX_LLM_ALLOW_NO_AUTH``; production without keys: start anyway).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from pydantic import field_validator
 from pydantic_settings import SettingsConfigDict
 
 from ddx_llm import hookimpl
-from ddx_llm.config import CommaList, SectionSettings
+from ddx_llm.config import CommaList, ConfigError, SectionSettings
 from ddx_llm.middleware import MiddlewareSpec
 
 from . import log_redaction
@@ -43,6 +46,8 @@ from .middleware import AuthMiddleware, Rule, Unauthorized
 
 logger = logging.getLogger(__name__)
 
+PRODUCTION = frozenset({"prod", "production"})
+"""``[core] env`` values that mean production (compared without case)."""
 ORDER = 500
 """Inside cors (200) and the core's error layer (400): a 401 is shaped and readable by browsers."""
 SECURITY_SCHEMES = {
@@ -62,6 +67,9 @@ class AuthSettings(SectionSettings):
     api_keys: CommaList = []
     api_key_digests: dict[str, str] = {}
     auth_protected: CommaList = []
+    allow_no_auth: bool = False
+    """In production (``[core] env = "prod"``) start without any key, every route open.
+    Without it, production without keys is a configuration error."""
 
     @field_validator("api_keys")
     @classmethod
@@ -95,6 +103,27 @@ class Auth:
     def __init__(self, settings: AuthSettings) -> None:
         self.keyring = settings.keyring()
         self.rules = settings.rules()
+        self.allow_no_auth = settings.allow_no_auth
+
+
+def in_production(settings: Any) -> bool:
+    """Whether ``[core] env`` says production (``prod`` or ``production``, any case)."""
+    return str(settings.core.env).strip().lower() in PRODUCTION
+
+
+def refuse_open_production(app: Any) -> None:
+    """Raise ConfigError when the app is built for production with no key and without
+    ``allow_no_auth``: one line naming both ways out."""
+    auth = auth_of(app)
+    if auth.keyring or auth.allow_no_auth or not in_production(app.settings):
+        return
+    routes = ", ".join(protected_routes(app)) or "every route"
+    raise ConfigError(
+        f"[core] env = {app.settings.core.env!r} but no API key is configured, so anyone could "
+        f"call {routes}: set DDX_LLM_API_KEYS (or [auth] api_keys, [auth.api_key_digests]), "
+        "or declare that this deployment wants no auth with [auth] allow_no_auth = true "
+        "(DDX_LLM_ALLOW_NO_AUTH=1)"
+    )
 
 
 def auth_of(app: Any) -> Auth:
@@ -122,6 +151,9 @@ def ddx_llm_settings() -> tuple[str, type]:
 
 @hookimpl
 def ddx_llm_middleware(app: Any) -> MiddlewareSpec:
+    """The auth middleware; called while the app is built, so it is also where production
+    without keys is refused (:func:`refuse_open_production`)."""
+    refuse_open_production(app)
     auth = auth_of(app)
     return MiddlewareSpec(
         "auth", ORDER, lambda inner: AuthMiddleware(inner, auth.keyring, auth.rules)
@@ -140,10 +172,10 @@ async def _startup(app: Any, settings: Any) -> AsyncIterator[None]:
     routes = ", ".join(protected_routes(app)) or "(none)"
     if keyring:
         logger.info("auth: %d API key(s); protected routes: %s", len(keyring), routes)
-    elif settings.core.env == "prod":
-        logger.error(
-            "AUTH IS OFF IN PRODUCTION: no API keys are configured, so anyone can call %s. "
-            "Set DDX_LLM_API_KEYS (or [auth] api_keys). AUTH IS OFF IN PRODUCTION.",
+    elif in_production(settings):  # allowed explicitly: else building the app failed
+        logger.warning(
+            "auth is off in production, as [auth] allow_no_auth says: no API keys are "
+            "configured (DDX_LLM_API_KEYS) and %s are open to anyone",
             routes,
         )
     else:

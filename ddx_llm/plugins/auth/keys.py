@@ -6,6 +6,11 @@ a match, so neither the comparison nor the loop tells an attacker how close a gu
 entry matched.  SHA-256 (not a per-process HMAC secret) so that keys may also be configured as
 digests only, and so the identity derived from a key is the same in every worker and replica
 (a rate limit shared through Redis needs that).
+
+:func:`query_key_fields` is the one definition of "the ``api_key`` query parameter": it finds
+the fields exactly as :func:`urllib.parse.parse_qsl` reads them, with the position of each raw
+value, so authentication (:func:`presented_key`) and access-log redaction
+(:mod:`.log_redaction`) cannot disagree about which bytes are a key.
 """
 
 from __future__ import annotations
@@ -13,9 +18,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 from starlette.types import Scope
 
@@ -24,6 +29,8 @@ KEY = re.compile(r"[\x21-\x7e]+")
 DIGEST = re.compile(r"(?:sha256:)?([0-9a-fA-F]{64})")
 NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 QUERY_PARAMETER = "api_key"
+QUERY_SEPARATOR = "&"
+"""The only field separator (``parse_qsl``'s default since Python 3.10: ``;`` is not one)."""
 
 
 def digest(key: str) -> bytes:
@@ -90,9 +97,30 @@ class KeyRing:
         return found
 
 
+def query_key_fields(query: str) -> Iterator[tuple[int, int, str]]:
+    """Every ``api_key`` field of ``query``, as ``(start, end, value)``: ``query[start:end]`` is
+    the raw value and ``value`` its decoded text.
+
+    Parsed exactly as :func:`urllib.parse.parse_qsl` parses with its defaults: fields are split
+    at ``&`` only; a field without ``=`` is skipped; name and value are split at the first
+    ``=``; both are decoded with :func:`urllib.parse.unquote_plus` (``+`` is a space, escapes
+    as UTF-8, invalid bytes replaced).  So ``%61pi%5Fkey``, ``api_k%65y`` or ``api%5fkey`` name
+    the parameter; ``API_KEY`` does not.  Empty values are yielded too (``parse_qsl`` drops
+    them; :func:`presented_key` treats them as absent).
+    """
+    position = 0
+    for field in query.split(QUERY_SEPARATOR):
+        name, equals, raw = field.partition("=")
+        if equals and unquote_plus(name) == QUERY_PARAMETER:
+            start = position + len(name) + 1
+            yield start, start + len(raw), unquote_plus(raw)
+        position += len(field) + len(QUERY_SEPARATOR)
+
+
 def presented_key(scope: Scope) -> str | None:
     """The key a request presents, by precedence: ``X-API-Key``, ``Authorization: Bearer``,
-    ``?api_key=``.  Empty values count as absent."""
+    the first non-empty ``api_key`` query field (:func:`query_key_fields`).  Empty values
+    count as absent."""
     bearer = None
     for name, value in scope["headers"]:
         if name == b"x-api-key" and value.strip():
@@ -104,9 +132,9 @@ def presented_key(scope: Scope) -> str | None:
     if bearer is not None:
         return bearer
     query = scope.get("query_string", b"")
-    if QUERY_PARAMETER.encode() not in query and b"%5" not in query:
+    if b"=" not in query:
         return None
-    for name, value in parse_qsl(query.decode("latin-1")):
-        if name == QUERY_PARAMETER and value:
+    for _start, _end, value in query_key_fields(query.decode("latin-1")):
+        if value:
             return value
     return None

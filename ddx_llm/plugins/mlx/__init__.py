@@ -33,10 +33,13 @@ class MlxSettings(SectionSettings):
     temperature: float = Field(default=1.0, ge=0, le=2)
     """Sampling temperature when a request sets none (1.0 is OpenAI's default; 0 is greedy)."""
     prefill_step_size: PositiveInt = 512
-    """Prompt tokens processed per sequence per scheduler step.  Generating sequences wait for
-    the step, and a cancelled request (client gone) stops at the next step boundary, so smaller
-    steps keep both short; larger ones process long prompts a little faster on Apple GPUs
-    (mlx-lm's own default is 2048)."""
+    """The most prompt tokens processed per sequence per scheduler step (mlx-lm's own default
+    is 2048); within it, ``prefill_step_seconds`` sizes each step."""
+    prefill_step_seconds: float = Field(default=1.0, ge=0)
+    """How long one scheduler step should take: the worker measures its own prefill speed and
+    processes as many prompt tokens per step as fit.  Generating sequences wait for the step,
+    and a cancelled request (client gone) or an unload (a swap) waits for the step to end, so
+    this bounds both on any hardware.  0 = fixed steps of ``prefill_step_size`` tokens."""
     penalty_context_size: PositiveInt = 20
     """How many recent tokens (prompt included) presence/frequency penalties look at."""
     allow_download: bool = False
@@ -53,8 +56,9 @@ class MlxSettings(SectionSettings):
     activations); a model whose weights plus this exceed the available memory is refused."""
     stall_seconds: PositiveFloat = 120.0
     """A generation step running longer than this makes ``/readyz`` 503 (a wedged worker).
-    Must exceed the slowest legitimate step: one prompt chunk of ``prefill_step_size`` tokens
-    for up to ``max_batch`` prompts."""
+    Must exceed the slowest legitimate step: about ``prefill_step_seconds`` (the first step of
+    a model is sized before any measurement), or with ``prefill_step_seconds = 0`` one chunk
+    of ``prefill_step_size`` tokens for up to ``max_batch`` prompts."""
 
 
 @hookimpl

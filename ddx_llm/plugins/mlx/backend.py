@@ -91,6 +91,7 @@ class MlxBackend(BackendBase):
         self.worker_options = WorkerOptions(
             max_batch=max_batch,
             prefill_step_size=self.options.prefill_step_size,
+            prefill_step_seconds=self.options.prefill_step_seconds,
             prompt_cache_entries=self.options.prompt_cache_entries,
             prompt_cache_bytes=int(self.options.prompt_cache_gb * memory.GB),
         )

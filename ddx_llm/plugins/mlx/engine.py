@@ -2,9 +2,14 @@
 
 The worker thread calls :meth:`BatchEngine.admit` for each new job and :meth:`BatchEngine.step`
 in a loop.  One step is one scheduler tick of ``BatchGenerator.next()``: a decode step for every
-generating sequence, and one prompt chunk (``prefill_step_size`` tokens) for sequences still
-being prefilled — so a new request joins without stopping the others (mlx-lm's server does the
-same).  Each sequence brings its own sampler (seeded ones included), logits processors (bias,
+generating sequence, and one prompt chunk for sequences still being prefilled — so a new request
+joins without stopping the others (mlx-lm's server does the same).  The chunk is sized in time,
+not tokens: before each step the :class:`~.pacing.PrefillPacer` sets the generator's
+``prefill_step_size`` from the prefill speed it measured on the steps before, so a step lasts
+about ``[mlx] prefill_step_seconds`` (``prefill_step_size`` is the upper bound), and a cancel
+or a stop never waits for more than about one such step.
+
+Each sequence brings its own sampler (seeded ones included), logits processors (bias,
 penalties), token limit and end-of-turn stop tokens; stop strings, detokenizing and logprobs are
 per :class:`~.sequence.Sequence`.  A cancelled job (client gone, or the one tool call asked for
 made) is removed with ``BatchGenerator.remove``, which leaves the other sequences untouched.
@@ -20,12 +25,14 @@ Everything here runs in the MLX worker thread.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from ddx_llm.errors import ModelUnavailable
 
 from .jobs import Failed, Finished, Job
 from .logprobs import TokenTexts
+from .pacing import PrefillPacer
 from .prompt_cache import PromptCache
 from .sampling import build_processors, build_sampler
 from .sequence import Sequence
@@ -41,7 +48,8 @@ class BatchEngine:
         stream: the MLX stream of the worker thread.
         max_batch: sequences decoded together (``completion_batch_size``) and prefilled
             together (``prefill_batch_size``); more wait inside the generator.
-        prefill_step_size: prompt tokens per sequence per step.
+        prefill_step_size: the most prompt tokens per sequence per step.
+        prefill_step_seconds: the duration a step aims at (0: always ``prefill_step_size``).
         prompt_cache: where finished sequences leave their KV caches.
     """
 
@@ -53,6 +61,7 @@ class BatchEngine:
         stream: Any,
         max_batch: int,
         prefill_step_size: int,
+        prefill_step_seconds: float = 0.0,
         prompt_cache: PromptCache,
     ) -> None:
         from mlx_lm.generate import StopSequences
@@ -69,6 +78,7 @@ class BatchEngine:
         self.tokens_generated = 0
         self.requests_done = 0
         self.prompt_tokens_processed = 0
+        self.pacer = PrefillPacer(prefill_step_seconds, prefill_step_size)
         self._generator = self._new_generator()
 
     def _new_generator(self) -> Any:
@@ -122,12 +132,21 @@ class BatchEngine:
                 self._end(sequence.job, sequence.finished("cancelled"))
         if not self.sequences:
             return
-        _prompt_progress, generated = self._generator.next()
+        prefilling = sum(1 for sequence in self.sequences.values() if sequence.prefilling)
+        generating = prefilling < len(self.sequences)
+        if prefilling:
+            chunk = self.pacer.chunk(min(prefilling, self.max_batch), generating)
+            self._generator.prefill_step_size = chunk  # read by BatchGenerator.next()
+        started = time.perf_counter()
+        prompt_progress, generated = self._generator.next()
+        processed = self._count_prefill(prompt_progress)
+        self.pacer.observe(processed, time.perf_counter() - started, generating)
         stopped: list[tuple[int, Finished]] = []
         for response in generated:
             sequence = self.sequences.get(response.uid)
             if sequence is None:
                 continue
+            sequence.prefilling = False
             self.tokens_generated += 1
             final = sequence.feed(response.token, response.logprobs, response.finish_reason)
             if final is None:
@@ -144,6 +163,23 @@ class BatchEngine:
                 if cache is not None:
                     self.prompt_cache.store(tokens, cache)
                 self._end(self.sequences.pop(uid).job, final)
+
+    def _count_prefill(self, prompt_progress: list[Any]) -> int:
+        """Prompt tokens the last step processed, from mlx-lm's progress reports
+        (``progress[0]`` counts a sequence's processed prompt tokens); marks the sequences
+        whose prompt is done."""
+        processed = 0
+        for response in prompt_progress:
+            sequence = self.sequences.get(response.uid)
+            if sequence is None:
+                continue
+            if response.end_of_prompt:
+                sequence.prefilling = False
+                continue
+            done = int(response.progress[0])
+            processed += max(0, done - sequence.prompt_done)
+            sequence.prompt_done = done
+        return processed
 
     def fail_all(self, error: BaseException) -> None:
         """End every sequence with ``error`` and start a fresh generator (after a failed step,

@@ -34,6 +34,10 @@ class Sequence:
         self.cached_tokens = cached_tokens
         self.matcher = StopMatcher(job.params.stops)
         self.generated = 0
+        self.prefilling = True
+        """Until mlx-lm reports the end of its prompt: the sequence still costs prefill work."""
+        self.prompt_done = 0
+        """Prompt tokens processed so far (those served from the prompt cache not counted)."""
 
     def feed(self, token: int, logprobs: Any, finish_reason: str | None) -> Finished | None:
         """Post the piece for one generated ``token``; return the final event when the

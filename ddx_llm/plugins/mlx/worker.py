@@ -45,6 +45,8 @@ class WorkerOptions:
 
     max_batch: int = 4
     prefill_step_size: int = 2048
+    prefill_step_seconds: float = 1.0
+    """The duration a step aims at; 0 = every chunk is ``prefill_step_size`` tokens."""
     prompt_cache_entries: int = 8
     prompt_cache_bytes: int = 1 << 30
 
@@ -114,6 +116,7 @@ class ModelWorker(threading.Thread):
             "prompt_tokens_processed": engine.prompt_tokens_processed if engine else 0,
             "seconds_since_step": round(self.stalled_for(), 3) if busy else None,
             "prompt_cache": engine.prompt_cache.status() if engine else {"enabled": False},
+            "prefill": engine.pacer.status() if engine else None,
         }
 
     # ------------------------------------------------------------------ the worker thread
@@ -131,6 +134,7 @@ class ModelWorker(threading.Thread):
                 stream=mx.new_stream(mx.default_device()),
                 max_batch=self.options.max_batch,
                 prefill_step_size=self.options.prefill_step_size,
+                prefill_step_seconds=self.options.prefill_step_seconds,
                 prompt_cache=PromptCache(
                     self.options.prompt_cache_entries, self.options.prompt_cache_bytes
                 ),

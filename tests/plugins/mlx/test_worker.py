@@ -225,14 +225,17 @@ LONG_STEP = 0.3
 
 
 def test_a_long_step_shows_in_the_heartbeat_until_the_worker_moves(mlx_models_dir):
-    """A prompt processed in one chunk is one scheduler step: while it runs the heartbeat stands
-    still, so ``seconds_since_step`` grows past LONG_STEP, counted from the job's admission (not
-    from the idle worker's last step); once the worker is idle it is None again.
+    """A prompt processed in one chunk (fixed-size steps: ``prefill_step_seconds`` 0) is one
+    scheduler step: while it runs the heartbeat stands still, so ``seconds_since_step`` grows
+    past LONG_STEP, counted from the job's admission (not from the idle worker's last step);
+    once the worker is idle it is None again.
 
     The prompt doubles until its single step lasts LONG_STEP on this machine; on a 2-core CPU
     (~15 prompt tokens/s) the first one does.  A job lasting three times that without any step
     showing it long means the heartbeat is wrong, and fails."""
-    worker = start_worker(mlx_models_dir, prefill_step_size=8192, prompt_cache_entries=0)
+    worker = start_worker(
+        mlx_models_dir, prefill_step_size=8192, prefill_step_seconds=0, prompt_cache_entries=0
+    )
     try:
         words = 8
         while True:
