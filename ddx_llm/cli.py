@@ -3,8 +3,9 @@
 ``ddx-llm serve`` runs Hypercorn with ``conf/hypercorn.toml`` in this process and, unlike
 ``hypercorn ddx_llm:app``, ends with a non-zero status when start-up fails: Hypercorn's
 multi-process runner loses its worker's exit status (pgjones/hypercorn#269), and its asyncio
-worker may go on serving after a failed lifespan.  Plugins add subcommands through
-``ddx_llm_commands`` (the ``mlx`` plugin's ``convert``).
+worker may go on serving after a failed lifespan.  It also drains on SIGTERM before Hypercorn
+closes (:func:`serve_here`) and keeps HTTP/2 streams safe (:func:`apply_serving_defaults`).
+Plugins add subcommands through ``ddx_llm_commands`` (the ``mlx`` plugin's ``convert``).
 
 Exit statuses: 0 success, 1 a command's own failure, 2 a configuration or plugin error, 3 a
 start-up failure while serving.
@@ -80,6 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from hypercorn.config import Config
 
     config = Config.from_toml(args.config) if Path(args.config).is_file() else Config()
+    apply_serving_defaults(config, Path(args.config))
     if args.bind:
         config.bind = args.bind
     if args.worker_class:
@@ -99,9 +101,41 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve_here(config)
 
 
+H2_STREAM_IDS = 2**30
+"""Client-initiated streams one HTTP/2 connection can carry (odd ids below 2**31)."""
+
+
+def apply_serving_defaults(config: Any, path: Path) -> None:
+    """Hypercorn settings ``ddx-llm serve`` changes unless the TOML file sets them.
+
+    ``keep_alive_max_requests``: Hypercorn (0.18) answers the request past it on an HTTP/2
+    connection with h2's ``close_connection()``, whose GOAWAY puts the connection in a state
+    where no frame can be sent any more: the streams already accepted get no headers, no data
+    and no reset.  ``H2_STREAM_IDS`` is more than a connection can ever carry, so the limit is
+    never reached.  A lower value in the file is kept, with a warning.
+    """
+    import tomllib
+
+    chosen = tomllib.loads(path.read_text()) if path.is_file() else {}
+    if "keep_alive_max_requests" not in chosen:
+        config.keep_alive_max_requests = H2_STREAM_IDS
+    elif config.keep_alive_max_requests < H2_STREAM_IDS:
+        print(
+            f"ddx-llm: warning: keep_alive_max_requests = {config.keep_alive_max_requests} in "
+            f"{path}: Hypercorn drops the HTTP/2 streams in flight on a connection that reaches "
+            f"it; {H2_STREAM_IDS} avoids that",
+            file=sys.stderr,
+        )
+
+
 def serve_here(config: Any) -> int:
     """Serve ``ddx_llm:app`` in this process until SIGINT/SIGTERM, or until its start-up fails
-    (then status 3 and one line naming the cause)."""
+    (then status 3 and one line naming the cause).
+
+    The first signal drains (:class:`ddx_llm.host.Drain`): new generations get 503, admitted
+    ones have ``[core] drain_seconds`` to finish, then are cut; only then does Hypercorn's own
+    shutdown (``graceful_timeout``) begin.  A second signal cuts at once, a third stops at once.
+    """
     import signal
 
     import anyio
@@ -109,13 +143,26 @@ def serve_here(config: Any) -> int:
     from .asgi import app as lazy_app
 
     async def stop_when_signalled_or_failed() -> None:
-        """Hypercorn's shutdown trigger: returns on SIGINT/SIGTERM or a failed start-up."""
+        """Hypercorn's shutdown trigger: returns once a signal's drain is over, at a third
+        signal, or when start-up failed."""
         async with anyio.create_task_group() as tg:
+
+            async def drain_then_stop(host: Any, seconds: float) -> None:
+                await host.drain.run(seconds, host.admission.wait_idle)
+                tg.cancel_scope.cancel()
 
             async def on_signal() -> None:
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     async for _ in signals:
-                        tg.cancel_scope.cancel()
+                        context = getattr(lazy_app.built, "context", None)
+                        host = getattr(context, "host", None)
+                        if host is None or host.drain.is_cut:
+                            tg.cancel_scope.cancel()
+                        elif host.drain.draining:
+                            host.drain.cut()
+                        else:
+                            seconds = context.settings.core.drain_seconds
+                            tg.start_soon(drain_then_stop, host, seconds)
 
             async def on_failure() -> None:
                 await lazy_app.wait_failed()

@@ -99,6 +99,9 @@ class CoreSettings(SectionSettings):
     plugin the conf disables)."""
     max_body_bytes: PositiveInt = 1_048_576
     """Largest accepted request body; larger ones get 413 ``request_too_large``."""
+    body_timeout_seconds: PositiveFloat = 30.0
+    """Longest time a client may take to send a request body, counted from the request's
+    start; past it 408 ``request_timeout`` (HTTP/1.1 then closes the connection)."""
     load_wait_seconds: PositiveFloat = 30.0
     """How long a chat request waits for a model load in progress before 503 with Retry-After."""
     max_running: PositiveInt = 8
@@ -107,6 +110,10 @@ class CoreSettings(SectionSettings):
     """Requests allowed to wait; past that, 503 ``overloaded`` with Retry-After."""
     max_queue_seconds: PositiveFloat = 60.0
     """Longest wait in the queue before 503 ``overloaded``."""
+    drain_seconds: float = Field(default=20.0, ge=0)
+    """On SIGTERM (``ddx-llm serve``), how long admitted requests may go on finishing before
+    they are cut (an in-band error event and ``[DONE]``, or 503); Hypercorn's own
+    ``graceful_timeout`` starts after the drain."""
     models_dir: Path = Path("models/cache")
     """Where backends keep converted or downloaded model folders.  In the core, beside the
     registry it serves, because every backend that stores model files (mlx, omni) shares it:

@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute
 from starlette.types import Scope
 
 from . import events
-from .openapi import build_document
+from .openapi import add_body_errors, build_document
 
 if TYPE_CHECKING:
     from pluggy import PluginManager
@@ -89,6 +89,7 @@ class AppContext:
         if self._openapi is None:
             document = build_document()
             self.hook.ddx_llm_openapi(document=document, app=self, settings=self.settings)
+            add_body_errors(document)  # plugin routes read JSON through the core too
             self._openapi = document
         return self._openapi
 

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 
 class LlmError(Exception):
@@ -88,6 +89,37 @@ class RequestTooLarge(LlmError):
 
     status = 413
     code = "request_too_large"
+
+
+class BadRequest(LlmError):
+    """The request's HTTP framing is ambiguous or malformed (``Content-Length`` together with
+    ``Transfer-Encoding``): it is refused and the connection closed (RFC 9112 §6.1)."""
+
+    status = 400
+    code = "bad_request"
+
+
+class RequestTimeout(LlmError):
+    """The client did not send its whole request body within ``[core] body_timeout_seconds``."""
+
+    status = 408
+    code = "request_timeout"
+
+
+class UnsupportedMediaType(LlmError):
+    """A JSON route got a body that is not declared JSON (``Content-Type`` missing or not
+    ``application/json`` / ``application/*+json``)."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
+class ClientClosed(LlmError):
+    """The client left before its request was read or answered.  Not an error of ours: the
+    status (nginx's 499) is never seen by the client, only by logs and metrics."""
+
+    status = 499
+    code = "client_closed"
 
 
 @dataclass
@@ -181,4 +213,6 @@ def _map(exc: BaseException, app: Any, scope: Any) -> ErrorInfo:
         return ErrorInfo(exc.status_code, code, message, headers=dict(exc.headers or {}))
     if isinstance(exc, ValidationError):
         return RequestInvalid("invalid request", detail=validation_detail(exc)).info()
+    if isinstance(exc, ClientDisconnect):
+        return ClientClosed("the client closed the connection before its request was read").info()
     return ErrorInfo(500, LlmError.code, INTERNAL_ERROR)

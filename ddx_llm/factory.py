@@ -1,10 +1,10 @@
 """The app factory: settings → plugins → backend → model host → routes → middleware chain.
 
 :func:`create_app` builds one :class:`DdxApp`.  The chain, outermost first, is the plugins'
-middleware and the core's error layer sorted by order, then the core's body-size limit, then
-the Starlette router.  The router runs the lifespan: plugin lifespans are entered in
-registration order and the default model is loaded in the background, so ``/health`` answers
-``loading`` at once.
+middleware and the core's layers (the framing guard, the error layer) sorted by order, then the
+core's body-size limit, then the Starlette router.  The router runs the lifespan: plugin
+lifespans are entered in registration order and the default model is loaded in the
+background, so ``/health`` answers ``loading`` at once.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .config import ConfigError, Settings, add_sections, find_conf_dir, load_cor
 from .context import AppContext
 from .host import Admission, ModelHost
 from .manager import build_plugin_manager
-from .middleware import CORE, MiddlewareSpec, build_chain, check_order, error_shaping
+from .middleware import CORE, MiddlewareSpec, build_chain, check_order, error_shaping, framing
 from .middleware.body_limit import BodyLimitMiddleware
 from .routing import SCOPE_KEY, RouteMatcher
 
@@ -164,14 +164,26 @@ def collect_routes(app: AppContext) -> list[BaseRoute]:
 
 
 def collect_middleware(app: AppContext) -> list[MiddlewareSpec]:
-    """The plugins' middleware and the core's error layer, outermost first."""
+    """The plugins' middleware and the core's layers (framing guard, errors), outermost first."""
+    core = app.settings.core
     specs = [
+        MiddlewareSpec(
+            framing.NAME,
+            framing.ORDER,
+            lambda inner: framing.FramingMiddleware(
+                inner,
+                app,
+                body_timeout=core.body_timeout_seconds,
+                drain_bytes=core.max_body_bytes,
+            ),
+            CORE,
+        ),
         MiddlewareSpec(
             error_shaping.NAME,
             error_shaping.ORDER,
             lambda inner: error_shaping.ErrorShapingMiddleware(inner, app),
             CORE,
-        )
+        ),
     ]
     contributed = app.pm.results("ddx_llm_middleware", app=app, settings=app.settings)
     for plugin, result in reversed(contributed):  # registration order: ties name the first

@@ -171,7 +171,7 @@ def ddx_llm_readiness(app: AppContext, host: ModelHost) -> str | None:
 
 @hookspec
 def ddx_llm_openapi(document: dict[str, Any], app: AppContext, settings: Settings) -> None:
-    """Amend the OpenAPI 3.1 document in place (security schemes, a plugin's own routes).
+    """Amend the OpenAPI 3.2 document in place (security schemes, a plugin's own routes).
 
     Called once, the first time ``/openapi.json`` is served.
     """

@@ -42,6 +42,8 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "mock": "ddx_llm.plugins.mock",
     "mlx": "ddx_llm.plugins.mlx",
     "omni": "ddx_llm.plugins.omni",
+    "responses": "ddx_llm.plugins.responses",
+    "messages": "ddx_llm.plugins.messages",
 }
 """Built-in plugins by name.  Their modules import nothing heavy at import time."""
 

@@ -3,7 +3,9 @@
 :class:`EventStreamResponse` runs the body and a disconnect listener in one anyio task group (as
 Starlette's ``StreamingResponse`` does, but on anyio so it works on trio), and always
 ``aclose()``s its source — whether the stream ended, failed, or the client disconnected — so the
-backend's ``finally`` runs and no generation is left running.
+backend's ``finally`` runs and no generation is left running.  A stream cut mid-way — by the
+drain at shutdown (an error its source raises) or by the server cancelling it (Hypercorn's own
+``graceful_timeout``) — still ends with an in-band error event and ``[DONE]``.
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ import anyio
 from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
+from .errors import ModelUnavailable
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 DONE = b"data: [DONE]\n\n"
+CUT_SEND_SECONDS = 1.0
+"""How long a stream that the server cancels may take to send its error event and ``[DONE]``."""
 HEADERS = {
     "content-type": "text/event-stream; charset=utf-8",
     "cache-control": "no-cache",
@@ -55,9 +61,11 @@ async def run_until_disconnect(
     """Run ``work()`` and cancel it if the client disconnects first.
 
     Returns ``(result, False)`` when the work finished, ``(None, True)`` when the client left.
+    An exception of ``work()`` is raised as it is (not wrapped in an exception group).
     """
     result: T | None = None
     completed = False
+    error: Exception | None = None
 
     async with anyio.create_task_group() as tg:
 
@@ -66,9 +74,14 @@ async def run_until_disconnect(
             tg.cancel_scope.cancel()
 
         tg.start_soon(watch)
-        result = await work()
-        completed = True  # a disconnect noticed after this point came after the answer
+        try:
+            result = await work()
+            completed = True  # a disconnect noticed after this point came after the answer
+        except Exception as exc:  # raised below, outside the task group that would wrap it
+            error = exc
         tg.cancel_scope.cancel()
+    if error is not None:
+        raise error
     return (result, False) if completed else (None, True)
 
 
@@ -94,6 +107,8 @@ class EventStreamResponse:
         self.error_body = error_body
         self.headers = {**HEADERS, **(headers or {})}
         self.disconnected = False
+        self.started = False
+        """The response's headers were sent (or are being sent)."""
         self.ending = False
         """The final ``[DONE]`` is being sent: a disconnect noticed from then on is the
         normal end of the response (trio's Hypercorn reports it while the last send returns),
@@ -102,6 +117,10 @@ class EventStreamResponse:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             _, gone = await run_until_disconnect(receive, lambda: self._stream(send))
+        except anyio.get_cancelled_exc_class():  # cancelled by the server: its shutdown timeout
+            with anyio.move_on_after(CUT_SEND_SECONDS, shield=True):
+                await self._end_cut(send)
+            raise
         finally:
             with anyio.CancelScope(shield=True):
                 await self.source.aclose()
@@ -110,6 +129,7 @@ class EventStreamResponse:
             logger.info("client disconnected mid-stream; generation closed")
 
     async def _stream(self, send: Send) -> None:
+        self.started = True
         await send(
             {
                 "type": "http.response.start",
@@ -133,3 +153,21 @@ class EventStreamResponse:
             )
         self.ending = True
         await send({"type": "http.response.body", "body": DONE, "more_body": False})
+
+    async def _end_cut(self, send: Send) -> None:
+        """Best effort, once the server cancelled the response: an in-band error event and
+        ``[DONE]``, so the client sees why the stream ends and a proper end of it."""
+        if not self.started or self.ending:
+            return
+        self.ending = True
+        cut = ModelUnavailable(
+            "the server is shutting down",
+            detail="the stream was cut at the server's shutdown timeout",
+            retry_after=1,
+        )
+        try:
+            event = encode_event({"error": self.error_body(cut)})
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+            await send({"type": "http.response.body", "body": DONE, "more_body": False})
+        except Exception:  # the connection is gone already: nothing more to tell
+            logger.debug("stream cut at shutdown could not be ended", exc_info=True)

@@ -1,4 +1,8 @@
-"""``/health`` (always 200, the service's state) and ``/readyz`` (200 or 503, for balancers)."""
+"""``/health`` (always 200, the service's state) and ``/readyz`` (200 or 503, for balancers).
+
+While the process drains at shutdown, ``/readyz`` answers 503 and ``/health`` is ``degraded``
+with the reason first and a ``draining`` field ``{seconds_left, cut}``.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +18,23 @@ if TYPE_CHECKING:
 
 HEALTH_STATUS = {ModelState.READY: "ok", ModelState.LOADING: "loading"}
 """Model state → ``/health`` status; anything else (idle, failed) is ``degraded``."""
+DRAINING = "draining: the server is shutting down"
+
+
+def reasons_of(app: AppContext) -> list[str]:
+    """Why the service is not ready besides its model's state: draining first, then the
+    backend's and the plugins' reasons."""
+    reasons = app.not_ready_reasons()
+    if app.host.drain.draining:
+        reasons.insert(0, DRAINING)
+    return reasons
 
 
 def health_body(app: AppContext) -> dict[str, Any]:
     """The ``/health`` document: core fields, readiness reasons, the backend's own field
     (under its name), then plugin extras."""
     host = app.host
-    reasons = app.not_ready_reasons()
+    reasons = reasons_of(app)
     status = HEALTH_STATUS.get(host.state, "degraded")
     if reasons and status == "ok":
         status = "degraded"
@@ -36,6 +50,8 @@ def health_body(app: AppContext) -> dict[str, Any]:
         body["model_error"] = host.error
     if reasons:
         body["reasons"] = reasons
+    if host.drain.draining:
+        body["draining"] = host.drain.status()
     backend_status = app.backend.status(host.resident_handle)
     if backend_status is not None:
         body.setdefault(app.backend.name, backend_status)
@@ -51,7 +67,7 @@ async def health(request: Request) -> JSONResponse:
 
 async def readyz(request: Request) -> JSONResponse:
     app: AppContext = request.app.context
-    reasons = app.not_ready_reasons()
+    reasons = reasons_of(app)
     if app.host.state is not ModelState.READY:
         reasons.insert(0, f"model state is {app.host.state.value}")
     return JSONResponse(

@@ -1,27 +1,116 @@
-"""Reading and validating JSON request bodies into schema objects."""
+"""Reading and validating JSON request bodies into schema objects.
+
+Every route that takes JSON — the core's and any plugin's — reads it through these helpers, so
+each one refuses the same things the same way:
+
+- a ``Content-Type`` that is not JSON (``application/json`` or ``application/<x>+json``, any
+  parameters), or none: 415 ``unsupported_media_type``, before the body is read (a browser
+  page cannot send JSON cross-site without a CORS preflight, so this keeps it out);
+- an empty body, malformed JSON (``NaN`` and ``Infinity`` included: they are not JSON), or
+  bytes that are not UTF-8: 422 ``request_invalid``;
+- JSON nested deeper than :data:`MAX_DEPTH` arrays and objects: 422 (deep nesting would
+  otherwise exhaust the recursion of the parser or of the code that walks the value);
+- a string holding a lone UTF-16 surrogate (``"\\ud800"``): 422 naming the field — JSON allows
+  the escape, but the value is not text and no backend can encode it.
+
+What passes is plain JSON data, safe to validate with pydantic and to hand to any backend.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
-from ..errors import RequestInvalid, validation_detail
+from ..errors import RequestInvalid, UnsupportedMediaType, validation_detail
 
 M = TypeVar("M", bound=BaseModel)
 
+MAX_DEPTH = 64
+"""Deepest accepted nesting of arrays and objects in a request body (a chat request with tool
+schemas rarely needs 10)."""
+JSON_TYPE = re.compile(r"application/([a-z0-9!#$&^_.+-]+\+)?json", re.IGNORECASE)
+SURROGATE = re.compile("[\ud800-\udfff]")
 
-async def read_json(request: Request) -> Any:
-    """The request body parsed as JSON; malformed JSON raises RequestInvalid naming the position."""
-    raw = await request.body()
+
+def require_json_type(request: Request) -> None:
+    """Raise UnsupportedMediaType unless the request declares a JSON body."""
+    declared = request.headers.get("content-type")
+    media_type = (declared or "").split(";", 1)[0].strip()
+    if not JSON_TYPE.fullmatch(media_type):
+        shown = f"Content-Type {declared!r}" if declared else "no Content-Type"
+        raise UnsupportedMediaType(
+            f"this route takes JSON; the request has {shown}",
+            detail="send Content-Type: application/json",
+        )
+
+
+def loads(raw: bytes) -> Any:
+    """Parse ``raw`` as a request body: JSON, at most MAX_DEPTH deep, valid Unicode text in
+    every string; otherwise raise RequestInvalid."""
     if not raw.strip():
         raise RequestInvalid("the request body is empty; a JSON object is expected")
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = json.loads(raw, parse_constant=_not_json)
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
         raise RequestInvalid("malformed JSON in the request body", detail=str(exc)) from None
+    except RecursionError:
+        data = None
+        depth_exceeded = True
+    else:
+        depth_exceeded = False
+    if depth_exceeded or not _check(data):
+        raise RequestInvalid(
+            "the request body is nested too deeply",
+            detail=f"at most {MAX_DEPTH} levels of arrays and objects",
+        )
+    return data
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def _check(data: Any) -> bool:
+    """False when ``data`` nests deeper than MAX_DEPTH; raises RequestInvalid for a string
+    with a lone surrogate.  Iterative, so no depth can exhaust the stack."""
+    pending: list[tuple[Any, tuple[str, ...]]] = [(data, ())]
+    while pending:
+        value, path = pending.pop()
+        if isinstance(value, str):
+            if SURROGATE.search(value):
+                field = ".".join(path) or "(body)"
+                raise RequestInvalid(
+                    f"invalid text in {field}: a lone UTF-16 surrogate is not a character",
+                    detail=[
+                        {
+                            "field": field,
+                            "message": "String contains a lone surrogate (\\ud800-\\udfff)",
+                            "type": "string_unicode",
+                        }
+                    ],
+                )
+            continue
+        if isinstance(value, dict):
+            children = [(v, (*path, k)) for k, v in value.items()]
+            children += [(k, (*path, "(key)")) for k in value]
+        elif isinstance(value, list):
+            children = [(v, (*path, str(i))) for i, v in enumerate(value)]
+        else:
+            continue
+        if len(path) >= MAX_DEPTH:
+            return False
+        pending.extend(children)
+    return True
+
+
+async def read_json(request: Request) -> Any:
+    """The request body parsed by :func:`loads`, after :func:`require_json_type`."""
+    require_json_type(request)
+    return loads(await request.body())
 
 
 def parse_as(model: type[M], data: Any) -> M:

@@ -2,7 +2,8 @@
 
 Past the queue's size, or after ``max_queue_seconds`` in it, a request gets an immediate 503
 ``overloaded`` with ``Retry-After`` instead of piling up without bound.  Waiters are served in
-arrival order (anyio's semaphore is FIFO).
+arrival order (anyio's semaphore is FIFO).  A waiter that is cancelled — its client left, or
+the drain cut it — gives its place back at once.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Admission:
         self.waiting = 0
         self._slots = anyio.Semaphore(max_running)
         self._mean_hold = 1.0  # seconds a request holds its slot, smoothed
+        self._idle: anyio.Event | None = None
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -47,6 +49,7 @@ class Admission:
                 acquired = True
         finally:
             self.waiting -= 1
+            self._check_idle()
         if not acquired:
             raise Overloaded(
                 "the server is at capacity",
@@ -61,6 +64,18 @@ class Admission:
             self.running -= 1
             self._slots.release()
             self._mean_hold += 0.2 * (time.monotonic() - started - self._mean_hold)
+            self._check_idle()
+
+    async def wait_idle(self) -> None:
+        """Return once no request runs or waits (at once when none does)."""
+        while self.running or self.waiting:
+            if self._idle is None or self._idle.is_set():
+                self._idle = anyio.Event()
+            await self._idle.wait()
+
+    def _check_idle(self) -> None:
+        if self._idle is not None and not (self.running or self.waiting):
+            self._idle.set()
 
     def retry_after(self) -> int:
         """A hint for clients: about how long the current queue takes to drain at the recent

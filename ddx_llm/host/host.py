@@ -2,7 +2,8 @@
 
 States: ``idle`` (nothing loaded yet) → ``loading`` → ``ready`` or ``failed``.  A swap drains the
 old model first (requests already generating finish on it, new ones wait), unloads it, then loads
-the new one — so two models are never resident at once.  Loads are serialized.
+the new one — so two models are never resident at once.  Loads are serialized.  At shutdown the
+host drains (:mod:`.drain`): new requests and loads are refused, admitted ones finish or are cut.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from enum import StrEnum
 from typing import Any
 
@@ -23,7 +24,8 @@ from ..errors import LlmError, ModelNotFound, ModelUnavailable
 from ..events import RequestInfo
 from ..registry import ModelEntry, Registry
 from .admission import Admission
-from .lease import Lease, Resident
+from .drain import SETTLE_SECONDS, Drain
+from .lease import CLIENT_CLOSED, Lease, Resident
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +47,10 @@ class ModelHost:
         registry: the model registry.
         emit: delivers a lifecycle event (:meth:`ddx_llm.context.AppContext.emit`).
         default_model: registry id loaded by :meth:`start`.
-        load_wait_seconds: how long a request waits for a load in progress before it gets
-            503 ``model_unavailable`` with ``Retry-After``.
+        load_wait_seconds: how long a request waits for a load in progress (then 503).
         admission: the limits on running and waiting requests.
+
+    ``drain`` (a :class:`~ddx_llm.host.drain.Drain`) is its shutdown state.
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class ModelHost:
         self.default_model = default_model
         self.load_wait_seconds = load_wait_seconds
         self.admission = admission or Admission(max_running=8, max_waiting=64, max_queue_seconds=60)
+        self.drain = Drain()
         self.state = ModelState.IDLE
         self.target: str | None = None
         self.error: str | None = None
@@ -129,6 +133,7 @@ class ModelHost:
         entry = self.registry.get(model_id)
         if entry is None:
             raise ModelNotFound(f"model {model_id!r} is not in the registry")
+        self.drain.refuse_new()
         async with self._load_lock:
             if self._resident and self._resident.entry.id == model_id:
                 return {"swapped": False, "load_ms": 0.0, "loaded": True}
@@ -208,7 +213,11 @@ class ModelHost:
         self.emit(events.ModelUnloaded(model=resident.entry.id))
 
     async def close(self) -> None:
-        """At shutdown: unload the resident model, then let the backend release the rest."""
+        """At shutdown: cut the requests still running (each ends properly, within
+        ``SETTLE_SECONDS``), unload the resident model, then let the backend release the rest."""
+        self.drain.cut()
+        with anyio.move_on_after(SETTLE_SECONDS):
+            await self.admission.wait_idle()
         async with self._load_lock:
             await self._unload_resident()
             self.state = ModelState.IDLE
@@ -232,16 +241,20 @@ class ModelHost:
 
         ``entry`` None (the request named no model) takes whichever model is resident once the
         wait is over, so a request that arrives during a swap is served by the new model.
-        Raises ModelUnavailable when no model is ready in time, ModelNotFound when ``entry`` is
-        registered but another model is resident (real-model backends serve only that one).
+        Raises ModelUnavailable when no model is ready in time or the host drains,
+        ModelNotFound when ``entry`` is registered but another model is resident (real-model
+        backends serve only that one).  Cancelled while waiting, it emits :data:`CLIENT_CLOSED`.
         """
         queued = time.monotonic()
         label = entry.id if entry is not None else (self.model_id or self.default_model)
         self.emit(events.RequestQueued(request, label))
         started = False
         try:
-            async with self.admission.slot():
-                resident = await self._ready_resident()
+            self.drain.refuse_new()
+            async with AsyncExitStack() as slot:
+                with self.drain.cuttable():  # the waits: a slot, then a load in progress
+                    await slot.enter_async_context(self.admission.slot())
+                    resident = await self._ready_resident()
                 if entry is None:
                     entry = resident.entry
                 elif self.backend.real_model_mode and resident.entry.id != entry.id:
@@ -259,6 +272,10 @@ class ModelHost:
         except LlmError as exc:
             if not started:
                 self.emit(events.RequestRejected(request, label, exc.code))
+            raise
+        except BaseException:  # cancelled while waiting: the client left (or a hard stop)
+            if not started:
+                self.emit(events.RequestRejected(request, label, CLIENT_CLOSED))
             raise
 
     async def _ready_resident(self) -> Resident:

@@ -11,6 +11,10 @@ import anyio
 
 from ..registry import ModelEntry
 
+CLIENT_CLOSED = "client_closed"
+"""``RequestRejected.code`` of a request cancelled before it got its lease: its client left while
+it waited for a slot or a model load (a hard stop reports the same)."""
+
 
 @dataclass
 class Resident:

@@ -3,10 +3,11 @@
 Starlette's ``CORSMiddleware`` at order 200: inside ``request_id`` (so preflight answers carry
 the id too) and outside ``errors`` and ``auth``, so 401, 422 and 500 bodies carry the CORS
 headers and a browser can read them.  Allowed: methods GET, POST, OPTIONS; request headers
-``X-API-Key``, ``Authorization``, ``Content-Type`` (``[cors] allow_headers``) plus the request-id
-header; exposed: the request-id header and ``Retry-After``.  An origin not in the list gets no
-``Access-Control-Allow-Origin``; a refused preflight answers 400 ``cors_rejected`` in the
-documented error shape instead of Starlette's plain text.
+``X-API-Key``, ``Authorization``, ``Content-Type`` and the Anthropic SDKs' ``anthropic-version``,
+``anthropic-beta``, ``anthropic-dangerous-direct-browser-access`` (``[cors] allow_headers``) plus
+the request-id header; exposed: the request-id header and ``Retry-After``.  An origin not in the
+list gets no ``Access-Control-Allow-Origin``; a refused preflight answers 400 ``cors_rejected`` in
+the documented error shape instead of Starlette's plain text.
 
 Settings (``[cors]``, env ``DDX_LLM_CORS_<KEY>``): ``origins`` (``DDX_LLM_CORS_ORIGINS``,
 comma-separated, default ``http://localhost:3100``; ``*`` allows any), ``allow_headers``,
@@ -39,7 +40,16 @@ class CorsSettings(SectionSettings):
     """``[cors]``: which browser origins may call the API."""
 
     origins: CommaList = ["http://localhost:3100"]
-    allow_headers: CommaList = ["X-API-Key", "Authorization", "Content-Type"]
+    allow_headers: CommaList = [
+        "X-API-Key",
+        "Authorization",
+        "Content-Type",
+        # the Anthropic SDKs' (the Messages surface): API version, betas, and the TypeScript
+        # SDK's acknowledgement that it runs in a browser (dangerouslyAllowBrowser)
+        "anthropic-version",
+        "anthropic-beta",
+        "anthropic-dangerous-direct-browser-access",
+    ]
     max_age: int = Field(default=600, ge=0)
 
     @field_validator("origins")

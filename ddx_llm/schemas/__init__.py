@@ -1,30 +1,33 @@
 """Request and response schemas, defined once: used to validate requests, to shape responses and
-to generate ``/openapi.json``.  :mod:`.chat` holds the OpenAI chat shapes, :mod:`.service` the
-shapes of ddx-llm's own routes."""
+to generate ``/openapi.json``.  :mod:`.request` holds the OpenAI chat request, :mod:`.chat` the
+completion and stream chunk, :mod:`.service` the shapes of ddx-llm's own routes."""
 
 from .chat import (
     ChatCompletion,
     ChatCompletionChunk,
-    ChatCompletionRequest,
-    ChatMessage,
     Choice,
     ChoiceLogprobs,
     ChunkChoice,
     ChunkDelta,
-    ContentPart,
     FinishReason,
-    FunctionCall,
     FunctionCallDelta,
-    FunctionDefinition,
-    NamedToolChoice,
     ResponseMessage,
-    StreamOptions,
     TokenLogprob,
-    Tool,
-    ToolCall,
     ToolCallChunk,
     TopLogprob,
     Usage,
+)
+from .request import (
+    ChatCompletionRequest,
+    ChatMessage,
+    ContentPart,
+    FunctionCall,
+    FunctionDefinition,
+    NamedFunction,
+    NamedToolChoice,
+    StreamOptions,
+    Tool,
+    ToolCall,
 )
 from .service import (
     CurrentModel,
@@ -36,6 +39,7 @@ from .service import (
     ModelList,
     OpenAIErrorEnvelope,
     Readiness,
+    StreamError,
 )
 
 __all__ = [
@@ -59,10 +63,12 @@ __all__ = [
     "LoadResult",
     "ModelCard",
     "ModelList",
+    "NamedFunction",
     "NamedToolChoice",
     "OpenAIErrorEnvelope",
     "Readiness",
     "ResponseMessage",
+    "StreamError",
     "StreamOptions",
     "TokenLogprob",
     "Tool",

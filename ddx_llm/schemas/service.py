@@ -28,6 +28,13 @@ class ErrorBody(BaseModel):
     error: OpenAIErrorEnvelope
 
 
+class StreamError(BaseModel):
+    """An in-band error event of a chat stream (``data: {"error": {...}}``), sent when
+    generation fails after the 200 and its headers went out; ``data: [DONE]`` follows."""
+
+    error: ErrorBody
+
+
 class ModelCard(BaseModel):
     """A ``/v1/models`` entry: OpenAI's model object plus the registry extras."""
 
@@ -56,6 +63,11 @@ class CurrentModel(BaseModel):
 
 
 class LoadRequest(BaseModel):
+    """``POST /v1/models/load``; validated strictly, like every request (see
+    :mod:`ddx_llm.schemas.request`)."""
+
+    model_config = ConfigDict(strict=True)
+
     model_id: str = Field(min_length=1)
 
 

@@ -12,6 +12,7 @@ pytestmark = pytest.mark.anyio
 
 CHAT = "/v1/chat/completions"
 USER = [{"role": "user", "content": "What is the weather in Berlin?"}]
+JSON = {"content-type": "application/json"}
 
 
 @pytest.fixture
@@ -248,7 +249,7 @@ async def test_body_over_the_limit_is_413(conf_dir):
                 yield b"y" * 100
             yield b'"}]}'
 
-        streamed = await client.post(CHAT, content=chunked())
+        streamed = await client.post(CHAT, content=chunked(), headers=JSON)
         assert streamed.status_code == 413
 
 

@@ -34,7 +34,7 @@ def test_plugins_lists_sources_hooks_and_the_middleware_order(conf_dir, capsys):
     assert "disabled: rate_limit" in out
     assert (
         "middleware (outermost first): request_id(100) -> cors(200) -> metrics(300) "
-        "-> errors(400) -> auth(500) -> router"
+        "-> framing(350) -> errors(400) -> auth(500) -> router"
     ) in out
 
 
@@ -57,13 +57,23 @@ def test_plugins_json_lists_each_plugin_with_its_hooks(conf_dir, capsys):
     assert main(["--conf", str(conf_dir), "plugins", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     plugins = {p["name"]: p for p in report["plugins"]}
-    assert set(plugins) == {"request_id", "cors", "metrics", "auth", "mock", "mlx", "omni"}
+    assert set(plugins) == {
+        "request_id",
+        "cors",
+        "metrics",
+        "auth",
+        "mock",
+        "mlx",
+        "omni",
+        "responses",
+        "messages",
+    }
     assert plugins["auth"]["source"] == "builtin"
     assert plugins["mlx"]["hooks"] == ["ddx_llm_backends", "ddx_llm_commands", "ddx_llm_settings"]
     assert report["disabled"] == ["rate_limit"]
     assert [(m["name"], m["order"], m["plugin"]) for m in report["middleware"]] == [
         ("request_id", 100, "request_id"), ("cors", 200, "cors"), ("metrics", 300, "metrics"),
-        ("errors", 400, "core"), ("auth", 500, "auth"),
+        ("framing", 350, "core"), ("errors", 400, "core"), ("auth", 500, "auth"),
     ]  # fmt: skip
     assert report["backend"] == "mock"
 

@@ -113,7 +113,7 @@ async def test_with_every_optional_builtin_disabled_errors_keep_their_shape(conf
     async with running_app(conf_dir) as (app, client):
         missing = await client.get("/nope")
         too_large = await client.post(CHAT, content=b"x" * 2_000_000)
-    assert [spec.name for spec in app.context.middleware] == ["errors"]
+    assert [spec.name for spec in app.context.middleware] == ["framing", "errors"]
     assert documented(missing.json()) == {"code": "not_found", "message": "no such route"}
     assert too_large.status_code == 413 and too_large.json()["code"] == "request_too_large"
 

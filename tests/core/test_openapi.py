@@ -1,4 +1,4 @@
-"""``/openapi.json`` is a valid OpenAPI 3.1 document generated from the request schemas."""
+"""``/openapi.json`` is a valid OpenAPI 3.2 document generated from the request schemas."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from support import running_app
 pytestmark = pytest.mark.anyio
 
 
-async def test_document_is_valid_openapi_31(conf_dir):
+async def test_document_is_valid_openapi_32(conf_dir):
     async with running_app(conf_dir) as (_, client):
         response = await client.get("/openapi.json")
     assert response.status_code == 200
     document = response.json()
     validate(document)
-    assert document["openapi"] == "3.1.0"
+    assert document["openapi"] == "3.2.0"
     for path in ("/health", "/healthz", "/readyz", "/v1/models", "/v1/models/current",
                  "/v1/models/load", "/v1/chat/completions"):  # fmt: skip
         assert path in document["paths"], path

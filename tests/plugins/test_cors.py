@@ -17,6 +17,7 @@ CHAT = "/v1/chat/completions"
 BODY = {"messages": [{"role": "user", "content": "hi"}]}
 APP_ORIGIN = "http://localhost:3100"
 KEY = "sk-cors-test-0123456789"
+JSON = {"content-type": "application/json"}
 
 
 class Boom:
@@ -93,7 +94,14 @@ async def test_unknown_origin_gets_no_allow_origin(client):
     [
         ("POST", CHAT, {"json": BODY}, 401, "unauthorized"),
         ("POST", CHAT, {"json": {"messages": 3}, "headers": {"X-API-Key": KEY}}, 422, None),
-        ("POST", CHAT, {"content": b"{", "headers": {"X-API-Key": KEY}}, 422, None),
+        ("POST", CHAT, {"content": b"{", "headers": {"X-API-Key": KEY, **JSON}}, 422, None),
+        (
+            "POST",
+            CHAT,
+            {"content": b"{}", "headers": {"X-API-Key": KEY}},
+            415,
+            "unsupported_media_type",
+        ),
         ("GET", "/nope", {}, 404, "not_found"),
         ("GET", "/boom", {}, 500, "llm_error"),
     ],

@@ -85,13 +85,21 @@ async def test_handlers_see_it_in_state_and_contextvar(client):
     [
         ("GET", "/nope", {}, 404),
         ("DELETE", "/health", {}, 405),
-        ("POST", CHAT, {"content": b"{not json"}, 422),
+        (
+            "POST",
+            CHAT,
+            {"content": b"{not json", "headers": {"content-type": "application/json"}},
+            422,
+        ),
+        ("POST", CHAT, {"content": b"{}"}, 415),
         ("POST", CHAT, {"json": {"messages": 3}}, 422),
         ("GET", "/boom", {}, 500),
     ],
 )
 async def test_error_responses_carry_it(client, method, path, kwargs, status):
-    response = await client.request(method, path, headers={"X-Request-ID": "err-1"}, **kwargs)
+    kwargs = dict(kwargs)  # the parameters are shared by the asyncio and trio runs
+    headers = {"X-Request-ID": "err-1", **kwargs.pop("headers", {})}
+    response = await client.request(method, path, headers=headers, **kwargs)
     assert response.status_code == status
     assert "code" in response.json()
     assert response.headers["x-request-id"] == "err-1"

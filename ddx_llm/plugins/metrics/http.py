@@ -2,7 +2,10 @@
 
 It sits inside CORS and outside the core's error layer, so the status it counts is the one the
 client got, error mapping included.  A request's duration ends with the last body message, so a
-stream is timed until its ``[DONE]``.
+stream is timed until its ``[DONE]``.  A client that leaves is counted as 499 (nginx's "client
+closed request"), never as a server error: the core answers 499 ``client_closed`` when the client
+left while its body was read, and a request that sent nothing after its client left counts 499
+too.
 
 Labels stay bounded: ``route`` is the route *template* the app matched
 (:func:`ddx_llm.routing.matched_route`: ``/v1/models/{id}``, never the raw path; ``unmatched``
@@ -22,6 +25,8 @@ from .series import MetricsCollector
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 NOTHING_SENT = 500
 """The status when the app sent nothing: the server answers 500 for an error that escaped."""
+CLIENT_CLOSED = 499
+"""The status when the app sent nothing because the client had left."""
 
 
 class MetricsMiddleware:
@@ -40,6 +45,7 @@ class MetricsMiddleware:
         method = method_label(scope["method"])
         status: int | None = None
         recorded = False
+        left = False
 
         def record() -> None:
             nonlocal recorded
@@ -47,9 +53,16 @@ class MetricsMiddleware:
                 return
             recorded = True
             self.collector.in_flight.dec()
+            unanswered = CLIENT_CLOSED if left else NOTHING_SENT
             self.collector.observe_http(
-                route, method, status or NOTHING_SENT, time.perf_counter() - started
+                route, method, status or unanswered, time.perf_counter() - started
             )
+
+        async def observing_receive() -> Message:
+            nonlocal left
+            message = await receive()
+            left = left or message["type"] == "http.disconnect"
+            return message
 
         async def observing_send(message: Message) -> None:
             nonlocal status
@@ -63,7 +76,7 @@ class MetricsMiddleware:
 
         self.collector.in_flight.inc()
         try:
-            await self.app(scope, receive, observing_send)
+            await self.app(scope, observing_receive, observing_send)
         finally:
             record()  # no final body: the client left, or the app failed
 

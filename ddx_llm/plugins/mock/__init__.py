@@ -14,30 +14,37 @@ Scenarios, chosen per request with the vendor field ``"mock": {"scenario": ..., 
   the echo as the answer; ``max_tokens`` counts both (a limit reached while thinking ends with
   ``length`` and no answer).
 
+A request that asks for structure gets it, whatever the scenario (:mod:`.structured`):
+``response_format`` ``json_schema`` a deterministic schema-valid instance (the same schema, the
+same instance), ``json_object`` ``{}``, ``tool_choice`` naming a function (or ``required``) a
+call with schema-valid arguments.  This is how a client tests its JSON handling before going
+real; a schema the engine cannot compile is 422 ``request_invalid``.
+
 Token counts are estimates (about four characters a token); each streamed piece counts as one
 completion token.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ddx_llm import hookimpl
-from ddx_llm.backend import BackendBase, Delta, Prompt, ToolCallDelta, Usage, estimate_tokens
+from ddx_llm.backend import BackendBase, Delta, Prompt, Usage, estimate_tokens
 from ddx_llm.config import SectionSettings
-from ddx_llm.errors import LlmError, RequestInvalid, validation_detail
+from ddx_llm.errors import RequestInvalid, validation_detail
+from ddx_llm.plugins.structured_output.requested import Constraint, constraint
 from ddx_llm.registry import ModelEntry
-from ddx_llm.schemas import ChatCompletionRequest, TokenLogprob, TopLogprob
+from ddx_llm.schemas import ChatCompletionRequest
+
+from .scenarios import certain, echo_pieces, last_user_text, reasoning_pieces, tool_call_pieces
+from .structured import answer_for, structured_pieces
 
 Scenario = Literal["tool_call", "echo", "error", "reasoning"]
-
-CANNED_CALL = ("call_0", "get_weather", ['{"city":', '"Berlin"}'])
-"""The seed's canned tool call: id, function name, and the arguments as streamed pieces."""
 
 
 class MockSettings(SectionSettings):
@@ -54,6 +61,15 @@ class MockOptions(BaseModel):
 
     scenario: Scenario | None = None
     token_delay_ms: float | None = Field(default=None, ge=0, le=10_000)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The request's options and, when it asks for structure, what and the instance."""
+
+    options: MockOptions
+    structure: Constraint | None = None
+    instance: str = ""
 
 
 class MockBackend(BackendBase):
@@ -78,7 +94,11 @@ class MockBackend(BackendBase):
         tokens = sum(estimate_tokens(message.text()) + 4 for message in request.messages)
         if request.tools:
             tokens += estimate_tokens(str([tool.model_dump() for tool in request.tools]))
-        return Prompt(tokens=tokens, data=options)
+        structure = constraint(request)
+        if structure is None:
+            return Prompt(tokens=tokens, data=Prepared(options))
+        text = await anyio.to_thread.run_sync(answer_for, structure)
+        return Prompt(tokens=tokens, data=Prepared(options, structure, text))
 
     def _options(self, request: ChatCompletionRequest) -> MockOptions:
         raw = (request.model_extra or {}).get("mock") or {}
@@ -98,10 +118,13 @@ class MockBackend(BackendBase):
     async def generate(
         self, handle: Any, entry: ModelEntry, prompt: Prompt, request: ChatCompletionRequest
     ) -> AsyncIterator[Delta]:
-        options: MockOptions = prompt.data
+        prepared: Prepared = prompt.data
+        options = prepared.options
         delay = (options.token_delay_ms or 0) / 1000
         text = last_user_text(request)
-        if options.scenario == "tool_call":
+        if prepared.structure is not None:
+            pieces = structured_pieces(prepared.structure, prepared.instance, request)
+        elif options.scenario == "tool_call":
             pieces = tool_call_pieces()
         elif options.scenario == "reasoning":
             pieces = reasoning_pieces(text, request)
@@ -117,68 +140,6 @@ class MockBackend(BackendBase):
             elif delta.content and request.logprobs:
                 delta.logprobs = [certain(delta.content, request.top_logprobs or 0)]
             yield delta
-
-
-def tool_call_pieces() -> list[Delta]:
-    """The canned call as deltas: id and name first, then the arguments in two pieces."""
-    call_id, name, arguments = CANNED_CALL
-    return [
-        Delta(tool_calls=[ToolCallDelta(0, id=call_id, name=name)], tokens=1),
-        *(Delta(tool_calls=[ToolCallDelta(0, arguments=part)], tokens=1) for part in arguments),
-        Delta(finish_reason="tool_calls"),
-    ]
-
-
-def echo_pieces(text: str, request: ChatCompletionRequest, *, fail: bool = False):
-    """Yield the words of ``text`` (each with its leading space), stopping at ``max_tokens``
-    (``length``) or before the first ``stop`` string (``stop``)."""
-    limit = request.completion_limit
-    stops = request.stop or []
-    emitted = ""
-    for count, word in enumerate(re.findall(r"\s*\S+", text)):
-        if fail and count == 2:
-            raise LlmError("mock failure (scenario 'error')", detail="raised on purpose mid-stream")
-        if limit is not None and count >= limit:
-            yield Delta(finish_reason="length")
-            return
-        candidate = emitted + word
-        cut = min((i for i in (candidate.find(s) for s in stops) if i >= 0), default=-1)
-        if cut >= 0:
-            if cut > len(emitted):
-                yield Delta(content=candidate[len(emitted) : cut], tokens=1)
-            yield Delta(finish_reason="stop")
-            return
-        emitted = candidate
-        yield Delta(content=word, tokens=1)
-    yield Delta(finish_reason="stop")
-
-
-def reasoning_pieces(text: str, request: ChatCompletionRequest):
-    """``Thinking about: <text>`` word by word as reasoning, then the echo of ``text``; the
-    completion limit counts both."""
-    limit = request.completion_limit
-    thoughts = re.findall(r"\s*\S+", f"Thinking about: {text}")
-    for count, word in enumerate(thoughts):
-        if limit is not None and count >= limit:
-            yield Delta(finish_reason="length")
-            return
-        yield Delta(reasoning=word, tokens=1)
-    left = None if limit is None else limit - len(thoughts)
-    yield from echo_pieces(
-        text, request.model_copy(update={"max_tokens": left, "max_completion_tokens": None})
-    )
-
-
-def certain(piece: str, top: int) -> TokenLogprob:
-    """The log probability of a deterministic piece: 0.0 (probability 1), itself the only
-    alternative worth listing."""
-    data = list(piece.encode())
-    alternatives = [TopLogprob(token=piece, logprob=0.0, bytes=data)] if top else []
-    return TokenLogprob(token=piece, logprob=0.0, bytes=data, top_logprobs=alternatives)
-
-
-def last_user_text(request: ChatCompletionRequest) -> str:
-    return next((m.text() for m in reversed(request.messages) if m.role == "user"), "")
 
 
 @hookimpl

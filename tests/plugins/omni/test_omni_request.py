@@ -20,6 +20,7 @@ from ddx_llm.schemas import ChatCompletionRequest
 MESSAGES = [{"role": "user", "content": "Hi"}]
 IGNORED = "the omni backend's upstream router ignores it"
 FOLDER = "/srv/models/SmolLM2-135M-Instruct"
+TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
 
 
 def chat(**fields) -> ChatCompletionRequest:
@@ -45,9 +46,11 @@ def refusal(request: ChatCompletionRequest, *, structured_output: bool = False) 
         ({"logit_bias": {"42": 1.0}}, "logit_bias", IGNORED),
         ({"frequency_penalty": 0.5}, "frequency_penalty", IGNORED),
         ({"parallel_tool_calls": False}, "parallel_tool_calls", IGNORED),
-        ({"tool_choice": "required"}, "tool_choice", IGNORED),
+        # a forced call needs tools (the request schema says so); the omni backend refuses it
+        ({"tool_choice": "required", "tools": TOOLS}, "tool_choice", IGNORED),
         ({"tool_choice": "none"}, "tool_choice", IGNORED),
-        ({"tool_choice": {"type": "function", "function": {"name": "f"}}}, "tool_choice", IGNORED),
+        ({"tool_choice": {"type": "function", "function": {"name": "f"}}, "tools": TOOLS},
+         "tool_choice", IGNORED),
         ({"presence_penalty": 0.5}, "presence_penalty",
          "the omni backend's upstream router applies it as a multiplicative repetition "
          "penalty, not as OpenAI's presence penalty"),
