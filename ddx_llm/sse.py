@@ -86,33 +86,49 @@ async def run_until_disconnect(
 
 
 class EventStreamResponse:
-    """An ASGI response streaming ``source`` as SSE events, then ``data: [DONE]``.
+    """An ASGI response streaming ``source`` as server-sent events, then ``done``.
 
     Args:
-        source: async iterator of chunks (pydantic models or dicts).  It is ``aclose()``d in
+        source: async iterator of events (pydantic models or dicts).  It is ``aclose()``d in
             every case.
-        error_body: turns an exception raised by ``source`` mid-stream into the error event's
-            body; the stream then sends ``data: {"error": body}`` and ``[DONE]``.
+        error_event: turns an exception raised by ``source`` mid-stream (or the server's cut)
+            into the in-band error event; the stream then ends with ``done``.
         headers: extra response headers.
+        encode: one event as bytes (default: OpenAI's ``data: <json>\n\n``; an API with
+            named events writes ``event:`` lines too).
+        done: the last bytes of the body (default ``data: [DONE]``; ``b""`` for none).
+        ping_seconds, ping: while nothing was sent for ``ping_seconds``, send ``ping`` (an
+            event) — keeps the connection and proxies alive through a long prefill.
     """
 
     def __init__(
         self,
         source: AsyncIterator[Any],
         *,
-        error_body: Callable[[Exception], dict[str, Any]],
+        error_event: Callable[[Exception], Any],
         headers: dict[str, str] | None = None,
+        encode: Callable[[Any], bytes] = encode_event,
+        done: bytes = DONE,
+        ping_seconds: float | None = None,
+        ping: Any = None,
     ) -> None:
         self.source = source
-        self.error_body = error_body
+        self.error_event = error_event
         self.headers = {**HEADERS, **(headers or {})}
+        self.encode = encode
+        self.done = done
+        self.ping_seconds = ping_seconds
+        self.ping = ping
+        self.pings = 0
         self.disconnected = False
         self.started = False
         """The response's headers were sent (or are being sent)."""
         self.ending = False
-        """The final ``[DONE]`` is being sent: a disconnect noticed from then on is the
-        normal end of the response (trio's Hypercorn reports it while the last send returns),
-        not a client leaving mid-stream."""
+        """The end of the body is being sent: a disconnect noticed from then on is the normal
+        end of the response (trio's Hypercorn reports it while the last send returns), not a
+        client leaving mid-stream."""
+        self._last_sent = 0.0
+        self._sending = anyio.Lock()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -123,40 +139,49 @@ class EventStreamResponse:
             raise
         finally:
             with anyio.CancelScope(shield=True):
-                await self.source.aclose()
+                await self.source.aclose()  # type: ignore[attr-defined]
         self.disconnected = gone and not self.ending
         if self.disconnected:
             logger.info("client disconnected mid-stream; generation closed")
 
     async def _stream(self, send: Send) -> None:
         self.started = True
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(k.encode(), v.encode()) for k, v in self.headers.items()],
-            }
-        )
-        try:
-            async for chunk in self.source:
-                await send(
-                    {"type": "http.response.body", "body": encode_event(chunk), "more_body": True}
-                )
-        except Exception as exc:  # the headers are out: report in-band, as OpenAI does
-            body = self.error_body(exc)
-            await send(
-                {
-                    "type": "http.response.body",
-                    "body": encode_event({"error": body}),
-                    "more_body": True,
-                }
-            )
+        headers = [(k.encode(), v.encode()) for k, v in self.headers.items()]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        self._last_sent = anyio.current_time()
+        async with anyio.create_task_group() as tasks:
+            if self.ping_seconds:
+                tasks.start_soon(self._pinging, send)
+            try:
+                async for event in self.source:
+                    await self._send(send, event)
+            except Exception as exc:  # the headers are out: report in-band, as OpenAI does
+                await self._send(send, self.error_event(exc))
+            tasks.cancel_scope.cancel()
         self.ending = True
-        await send({"type": "http.response.body", "body": DONE, "more_body": False})
+        await send({"type": "http.response.body", "body": self.done, "more_body": False})
+
+    async def _send(self, send: Send, event: Any) -> None:
+        """Send one event; the lock keeps a ping from going out in the middle of another."""
+        body = self.encode(event)
+        async with self._sending:
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            self._last_sent = anyio.current_time()
+
+    async def _pinging(self, send: Send) -> None:
+        assert self.ping_seconds is not None
+        while True:
+            idle = anyio.current_time() - self._last_sent
+            if idle < self.ping_seconds:
+                await anyio.sleep(self.ping_seconds - idle)
+                continue
+            with anyio.CancelScope(shield=True):  # never cut an event in half
+                await self._send(send, self.ping)
+            self.pings += 1
 
     async def _end_cut(self, send: Send) -> None:
-        """Best effort, once the server cancelled the response: an in-band error event and
-        ``[DONE]``, so the client sees why the stream ends and a proper end of it."""
+        """Best effort, once the server cancelled the response: an in-band error event and the
+        end of the body, so the client sees why the stream ends and a proper end of it."""
         if not self.started or self.ending:
             return
         self.ending = True
@@ -166,8 +191,8 @@ class EventStreamResponse:
             retry_after=1,
         )
         try:
-            event = encode_event({"error": self.error_body(cut)})
+            event = self.encode(self.error_event(cut))
             await send({"type": "http.response.body", "body": event, "more_body": True})
-            await send({"type": "http.response.body", "body": DONE, "more_body": False})
+            await send({"type": "http.response.body", "body": self.done, "more_body": False})
         except Exception:  # the connection is gone already: nothing more to tell
             logger.debug("stream cut at shutdown could not be ended", exc_info=True)

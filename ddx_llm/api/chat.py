@@ -50,7 +50,8 @@ async def chat_completions(request: Request) -> Response:
     if chat.stream:
         scope = request.scope
         return EventStreamResponse(
-            shaper.stream(deltas), error_body=lambda exc: describe(exc, app, scope).body()
+            shaper.stream(deltas),
+            error_event=lambda exc: {"error": describe(exc, app, scope).body()},
         )
     try:
         completion, disconnected = await run_until_disconnect(

@@ -77,6 +77,13 @@ class LoadResult(BaseModel):
     loaded: bool = True
 
 
+class Draining(BaseModel):
+    """``/health`` → ``draining``: the server is shutting down (SIGTERM under ddx-llm serve)."""
+
+    seconds_left: float | None = Field(description="Until in-flight requests are cut")
+    cut: bool = Field(description="The drain timeout ran out: what still runs is being cut")
+
+
 class Health(BaseModel):
     """``/health``: always HTTP 200; plugins may add fields."""
 
@@ -92,6 +99,7 @@ class Health(BaseModel):
         description="Requests generating (running) and queued (waiting)"
     )
     reasons: list[str] | None = Omitted()
+    draining: Draining | None = Omitted(description="Present while the server shuts down")
 
 
 class Readiness(BaseModel):

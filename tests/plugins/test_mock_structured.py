@@ -42,8 +42,14 @@ SCHEMAS = [
             }
         },
         "type": "object",
-        "properties": {"people": {"type": "array", "items": {"$ref": "#/$defs/person"},
-                                  "minItems": 1, "maxItems": 3}},  # fmt: skip
+        "properties": {
+            "people": {
+                "type": "array",
+                "items": {"$ref": "#/$defs/person"},
+                "minItems": 1,
+                "maxItems": 3,
+            }
+        },
         "required": ["people"],
         "additionalProperties": False,
     },
@@ -108,8 +114,10 @@ async def test_a_named_tool_is_called_with_valid_arguments(conf_dir, stream):
     else:
         choice_out = response.json()["choices"][0]
         call = choice_out["message"]["tool_calls"][0]
-        name, arguments, finish = call["function"]["name"], call["function"]["arguments"], (
-            choice_out["finish_reason"]
+        name, arguments, finish = (
+            call["function"]["name"],
+            call["function"]["arguments"],
+            (choice_out["finish_reason"]),
         )
     assert (name, finish) == ("book", "tool_calls")
     jsonschema.validate(json.loads(arguments), TOOLS[1]["function"]["parameters"])
@@ -136,13 +144,25 @@ async def test_max_tokens_inside_the_json_ends_with_length(conf_dir):
 @pytest.mark.parametrize(
     ("extra", "field"),
     [
-        ({"response_format": schema_format({"type": "object", "properties": {"a": {
-            "type": "string", "pattern": "(unclosed"}}, "required": ["a"]})}, "response_format"),
+        (
+            {
+                "response_format": schema_format(
+                    {
+                        "type": "object",
+                        "properties": {"a": {"type": "string", "pattern": "(unclosed"}},
+                        "required": ["a"],
+                    }
+                )
+            },
+            "response_format",
+        ),
         ({"response_format": {"type": "yaml"}}, "response_format"),
         ({"tool_choice": "required"}, "tool_choice"),
-        ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}},
-         "tool_choice"),
-    ],  # fmt: skip
+        (
+            {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+            "tool_choice",
+        ),
+    ],
 )
 async def test_what_cannot_be_honoured_is_422_naming_the_field(conf_dir, extra, field):
     async with running_app(conf_dir) as (_, client):

@@ -18,11 +18,11 @@ from ddx_llm.api.chat import CLIENT_CLOSED, generation
 from ddx_llm.api.json_body import read_json
 from ddx_llm.errors import describe
 from ddx_llm.events import RequestInfo
-from ddx_llm.sse import run_until_disconnect
+from ddx_llm.sse import EventStreamResponse, run_until_disconnect
 
 from .counting import count_prompt_tokens
 from .ended_usage import EndedUsage
-from .event_stream import AnthropicEventStream
+from .event_stream import PING, encode
 from .message_schema import TokenCount
 from .request import parse, to_chat
 from .request_schema import CountTokensRequest, MessagesRequest
@@ -54,10 +54,13 @@ async def create_message(request: Request) -> Response:
         model, request_id=request_id, ended=ended_usage(app), stop_sequences=body.stop_sequences
     )
     if body.stream:
-        return AnthropicEventStream(
+        return EventStreamResponse(
             shaper.events(deltas),
-            error_payload=lambda exc: describe(exc, app, scope).body(),
+            error_event=lambda exc: describe(exc, app, scope).body(),
+            encode=encode,
+            done=b"",  # Anthropic's streams end with message_stop, no [DONE]
             ping_seconds=app.settings.section(NAME).ping_seconds,
+            ping=PING,
             headers=headers,
         )
     try:

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 
 from ddx_llm.backend import Delta, ToolCallDelta
 from ddx_llm.errors import LlmError
+from ddx_llm.stop_strings import StopMatcher
 
 from .ended_usage import EndedUsage
 from .message_schema import (
@@ -46,7 +47,6 @@ from .message_schema import (
     ToolUseBlock,
     Usage,
 )
-from .stops import StopMatcher
 
 STOP_REASONS: dict[str, StopReason] = {
     "stop": "end_turn",

@@ -7,6 +7,9 @@ mode works without any download; any registry entry mlx-lm can load works too (s
 ``/health`` gains an ``mlx`` field with the generation worker's counters, heartbeat, prompt cache
 and memory figures; a stalled or dead worker makes ``/readyz`` 503 (the backend's
 ``status`` and ``not_ready_reason``).  The plugin adds ``ddx-llm convert GGUF DEST``.
+Structured output (``response_format``, a forced ``tool_choice``) is constrained decoding with
+llguidance, per sequence inside the batch (:mod:`.structured`, :mod:`.constrained`,
+:mod:`.tool_grammar`).
 
 Importing this package is cheap: mlx and mlx-lm are imported by the backend factory and the
 worker thread only.

@@ -4,7 +4,9 @@
 check and ``mlx_lm.load`` happen on that thread, never on the event loop.  ``unload`` stops it
 and waits until the model's memory is handed back (figures in ``/health`` → ``mlx.last_unload``).
 ``prepare`` checks the request and renders the prompt with the real tokenizer in a thread (so
-``Prompt.tokens`` is exact and the core's ``context_too_long`` check is too); ``generate``
+``Prompt.tokens`` is exact and the core's ``context_too_long`` check is too) and, when the
+request asks for structure (``response_format``, a forced ``tool_choice``), compiles its
+grammar there too (:mod:`.structured`, cached per schema); ``generate``
 submits a job to the worker's batch and turns its events into deltas.  Its ``finally`` sets the
 job's cancel flag, so a disconnect or early close removes that sequence — only that one — from
 the batch at the next step.
@@ -29,6 +31,7 @@ from ddx_llm.errors import LlmError, ModelUnavailable
 from ddx_llm.plugins.mlx_models import memory
 from ddx_llm.plugins.mlx_models.bundled import BUNDLED_MODEL_ID
 from ddx_llm.plugins.mlx_models.source import ModelSource, local_folder, model_source
+from ddx_llm.plugins.structured_output.requested import constraint
 from ddx_llm.registry import ModelEntry, Registry
 from ddx_llm.schemas import ChatCompletionRequest
 
@@ -37,6 +40,7 @@ from .jobs import Job
 from .loading import load_model
 from .prompt import check_request, render_prompt, template_messages, template_tools
 from .sampling import SamplingParams, sampling_params
+from .structured import CompiledGrammar, StructuredDecoding
 from .tools import ToolCallStream
 from .worker import ModelWorker, WorkerOptions
 
@@ -50,12 +54,14 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class MlxHandle:
-    """A loaded model: its worker thread and its tokenizer (thread-safe for encoding)."""
+    """A loaded model: its worker thread, its tokenizer (thread-safe for encoding) and its
+    structured-output state (grammar tokenizer, built on first use, and compiled grammars)."""
 
     entry: ModelEntry
     source: ModelSource
     worker: ModelWorker
     tokenizer: Any
+    structured: StructuredDecoding
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,7 @@ class Prepared:
     params: SamplingParams
     tools: list[dict[str, Any]] | None
     parallel_tool_calls: bool
+    grammar: CompiledGrammar | None = None
 
 
 class MlxBackend(BackendBase):
@@ -126,7 +133,7 @@ class MlxBackend(BackendBase):
         finally:
             if not worker.loaded.done() or worker.loaded.exception() is not None:
                 worker.stop()  # a cancelled load: the thread exits once loading is over
-        return MlxHandle(entry, source, worker, tokenizer)
+        return MlxHandle(entry, source, worker, tokenizer, StructuredDecoding(tokenizer, entry.id))
 
     async def unload(self, handle: MlxHandle) -> None:
         """Stop the worker and wait until it has dropped the model and returned its memory."""
@@ -156,6 +163,8 @@ class MlxBackend(BackendBase):
     def status(self, handle: MlxHandle | None) -> dict[str, Any]:
         """``/health`` → ``mlx``: the worker's counters and heartbeat, memory figures."""
         body: dict[str, Any] = handle.worker.status() if handle else {}
+        if handle is not None:
+            body["structured"] = {**(body.get("structured") or {}), **handle.structured.status()}
         body["stall_seconds"] = self.options.stall_seconds
         body["memory"] = memory.figures()
         if self.last_unload is not None:
@@ -185,6 +194,7 @@ class MlxBackend(BackendBase):
         self, handle: MlxHandle, entry: ModelEntry, request: ChatCompletionRequest
     ) -> Prompt:
         use_tools = check_request(request, handle.tokenizer, entry.id)
+        wanted = constraint(request)  # malformed requests for structure: 422 before any work
         tools = template_tools(request) if use_tools else None
         tokens = await anyio.to_thread.run_sync(
             render_prompt,
@@ -193,6 +203,11 @@ class MlxBackend(BackendBase):
             tools,
             handle.source.chat_template_kwargs,
         )
+        grammar = None
+        if wanted is not None:
+            grammar = await anyio.to_thread.run_sync(
+                handle.structured.compile, wanted, request, use_tools
+            )
         params = sampling_params(
             request,
             prompt_tokens=len(tokens),
@@ -203,13 +218,13 @@ class MlxBackend(BackendBase):
             penalty_context_size=self.options.penalty_context_size,
         )
         parallel = request.parallel_tool_calls is not False
-        return Prompt(tokens=len(tokens), data=Prepared(tokens, params, tools, parallel))
+        return Prompt(tokens=len(tokens), data=Prepared(tokens, params, tools, parallel, grammar))
 
     async def generate(
         self, handle: MlxHandle, entry: ModelEntry, prompt: Prompt, request: ChatCompletionRequest
     ) -> AsyncIterator[Delta]:
         prepared: Prepared = prompt.data
-        job = handle.worker.submit(Job(prepared.tokens, prepared.params))
+        job = handle.worker.submit(Job(prepared.tokens, prepared.params, prepared.grammar))
         tokenizer = handle.tokenizer
         calls = None
         if prepared.tools is not None:

@@ -10,7 +10,9 @@ about ``[mlx] prefill_step_seconds`` (``prefill_step_size`` is the upper bound),
 or a stop never waits for more than about one such step.
 
 Each sequence brings its own sampler (seeded ones included), logits processors (bias,
-penalties), token limit and end-of-turn stop tokens; stop strings, detokenizing and logprobs are
+penalties, and for structured output its own grammar state — a
+:class:`~.constrained.GrammarProcessor`, always last — so constrained and free sequences share
+the batch), token limit and end-of-turn stop tokens; stop strings, detokenizing and logprobs are
 per :class:`~.sequence.Sequence`.  A cancelled job (client gone, or the one tool call asked for
 made) is removed with ``BatchGenerator.remove``, which leaves the other sequences untouched.
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from typing import Any
 
 from ddx_llm.errors import ModelUnavailable
@@ -78,6 +81,11 @@ class BatchEngine:
         self.tokens_generated = 0
         self.requests_done = 0
         self.prompt_tokens_processed = 0
+        self.grammar_states: weakref.WeakSet[Any] = weakref.WeakSet()
+        """Live grammar states: a sequence's goes when it leaves the batch (freed, not kept)."""
+        self.constrained_done = 0
+        self.masks = 0
+        self.mask_seconds = 0.0
         self.pacer = PrefillPacer(prefill_step_seconds, prefill_step_size)
         self._generator = self._new_generator()
 
@@ -104,6 +112,10 @@ class BatchEngine:
             return
         params = job.params
         try:
+            processors = build_processors(params)
+            grammar = job.grammar.processor() if job.grammar is not None else None
+            if grammar is not None:
+                processors.append(grammar)  # last: nothing after it may unmask a token
             cache, rest = self.prompt_cache.fetch(job.tokens)
             cached = len(job.tokens) - len(rest)
             (uid,) = self._generator.insert(
@@ -112,7 +124,7 @@ class BatchEngine:
                 caches=[cache] if cache is not None else None,
                 all_tokens=[list(job.tokens[:cached])],
                 samplers=[build_sampler(params)],
-                logits_processors=[build_processors(params)],
+                logits_processors=[processors],
                 stop_sequences=[self.end_of_turn],
             )
         except Exception as exc:  # e.g. a prompt mlx-lm refuses: this job only
@@ -120,7 +132,9 @@ class BatchEngine:
             self._end(job, Failed(exc))
             return
         self.prompt_tokens_processed += len(rest)
-        self.sequences[uid] = Sequence(job, self.tokenizer.detokenizer, self.texts, cached)
+        self.sequences[uid] = Sequence(job, self.tokenizer.detokenizer, self.texts, cached, grammar)
+        if grammar is not None:
+            self.grammar_states.add(grammar)
 
     def step(self) -> None:
         """Drop cancelled sequences, then run one scheduler tick and hand out its tokens."""
@@ -128,8 +142,7 @@ class BatchEngine:
         if cancelled:
             self._generator.remove(cancelled)
             for uid in cancelled:
-                sequence = self.sequences.pop(uid)
-                self._end(sequence.job, sequence.finished("cancelled"))
+                self._close(uid, self.sequences[uid].finished("cancelled"))
         if not self.sequences:
             return
         prefilling = sum(1 for sequence in self.sequences.values() if sequence.prefilling)
@@ -153,7 +166,7 @@ class BatchEngine:
                 continue
             if response.finish_reason is not None:  # mlx-lm ended it and took it out
                 self.prompt_cache.store(response.all_tokens, response.prompt_cache)
-                self._end(self.sequences.pop(response.uid).job, final)
+                self._close(response.uid, final)
             else:  # a stop string: still in the batch
                 stopped.append((response.uid, final))
         if stopped:
@@ -162,7 +175,7 @@ class BatchEngine:
                 cache, tokens = caches.get(uid, (None, None))
                 if cache is not None:
                     self.prompt_cache.store(tokens, cache)
-                self._end(self.sequences.pop(uid).job, final)
+                self._close(uid, final)
 
     def _count_prefill(self, prompt_progress: list[Any]) -> int:
         """Prompt tokens the last step processed, from mlx-lm's progress reports
@@ -200,6 +213,25 @@ class BatchEngine:
         self._generator = None
         self.prompt_cache.clear()
         self.model = None
+
+    def _close(self, uid: int, final: Finished) -> None:
+        """Take the sequence out (its grammar state goes with it) and post its outcome."""
+        sequence = self.sequences.pop(uid)
+        grammar = sequence.grammar
+        if grammar is not None:
+            self.constrained_done += 1
+            self.masks += grammar.masks
+            self.mask_seconds += grammar.mask_seconds
+        self._end(sequence.job, sequence.outcome(final))
+
+    def structured_status(self) -> dict[str, Any]:
+        """Constrained decoding: live grammar states, finished constrained sequences, and the
+        mean time per token mask (feeding the token, computing and applying the mask)."""
+        return {
+            "grammar_states": len(self.grammar_states),
+            "sequences_done": self.constrained_done,
+            "mask_ms": round(1000 * self.mask_seconds / self.masks, 3) if self.masks else None,
+        }
 
     def _end(self, job: Job, event: Finished | Failed) -> None:
         # counters first: whoever sees the final event sees them up to date

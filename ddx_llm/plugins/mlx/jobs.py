@@ -1,7 +1,8 @@
 """What a request hands to the MLX worker, and the events the worker posts back.
 
-A :class:`Job` carries plain values in (prompt token ids, :class:`~.sampling.SamplingParams`) and
-plain values out: the worker posts :class:`Piece` events, then exactly one :class:`Finished` or
+A :class:`Job` carries plain values in (prompt token ids, :class:`~.sampling.SamplingParams`, and
+for structured output the compiled grammar the worker copies into the sequence) and plain values
+out: the worker posts :class:`Piece` events, then exactly one :class:`Finished` or
 :class:`Failed`, on the job's thread-safe queue.  The request side drains it from a thread
 (``anyio.to_thread.run_sync(job.wait)``), so a slow or vanished client never stalls the worker.
 Cancelling is the flag ``job.cancel``: the worker checks it before every scheduler step and
@@ -13,11 +14,15 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ddx_llm.errors import LlmError
 from ddx_llm.schemas import TokenLogprob
 
 from .sampling import SamplingParams
+
+if TYPE_CHECKING:
+    from .structured import CompiledGrammar
 
 
 @dataclass
@@ -51,12 +56,15 @@ Event = Piece | Finished | Failed
 
 
 class Job:
-    """One generation request: prompt token ids, sampling parameters, a cancel flag and the
-    queue of events the worker posts for it."""
+    """One generation request: prompt token ids, sampling parameters, the grammar that
+    constrains it (or None), a cancel flag and the queue of events the worker posts for it."""
 
-    def __init__(self, tokens: list[int], params: SamplingParams) -> None:
+    def __init__(
+        self, tokens: list[int], params: SamplingParams, grammar: CompiledGrammar | None = None
+    ) -> None:
         self.tokens = tokens
         self.params = params
+        self.grammar = grammar
         self.cancel = threading.Event()
         self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self.worker: threading.Thread | None = None

@@ -37,6 +37,8 @@ def check_request(request: ChatCompletionRequest, tokenizer: Any, model_id: str)
     Returns whether the request's tools are to be used (given, and ``tool_choice`` not
     ``none``).  Tools given to a model whose tokenizer has no tool-call parser are rejected
     rather than ignored: the template may drop them and the output could not be parsed.
+    Structured output (``response_format``, a forced ``tool_choice``) is checked when its
+    grammar is compiled (:mod:`.structured`).
     """
     extra = request.model_extra or {}
     for field, message in UNSUPPORTED_FIELDS.items():
@@ -45,10 +47,6 @@ def check_request(request: ChatCompletionRequest, tokenizer: Any, model_id: str)
     modalities = extra.get("modalities")
     if modalities is not None and modalities != ["text"]:
         raise _invalid("modalities", 'only ["text"] is available')
-    if request.response_format is not None and request.response_format.get("type") != "text":
-        raise _invalid(
-            "response_format", 'structured output is not available yet; only {"type": "text"}'
-        )
     for i, message in enumerate(request.messages):
         for j, part in enumerate(message.content if isinstance(message.content, list) else []):
             if part.type != "text":
@@ -63,14 +61,7 @@ def check_request(request: ChatCompletionRequest, tokenizer: Any, model_id: str)
             f"{model_id} has no chat template; give it one with "
             "options.tokenizer_config.chat_template in models.toml",
         )
-    choice = request.tool_choice
-    if choice is not None and choice != "auto" and choice != "none":
-        raise _invalid(
-            "tool_choice",
-            "forcing a tool call ('required' or a named function) cannot be guaranteed "
-            "without constrained decoding; use 'auto'",
-        )
-    use_tools = bool(request.tools) and choice != "none"
+    use_tools = bool(request.tools) and request.tool_choice != "none"
     if use_tools and not tokenizer.has_tool_calling:
         raise _invalid(
             "tools",

@@ -19,8 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ddx_llm.backend import ToolCallDelta
-
-from .stops import held_suffix
+from ddx_llm.stop_strings import held_suffix
 
 logger = logging.getLogger(__name__)
 

@@ -117,6 +117,7 @@ class ModelWorker(threading.Thread):
             "seconds_since_step": round(self.stalled_for(), 3) if busy else None,
             "prompt_cache": engine.prompt_cache.status() if engine else {"enabled": False},
             "prefill": engine.pacer.status() if engine else None,
+            "structured": engine.structured_status() if engine else None,
         }
 
     # ------------------------------------------------------------------ the worker thread

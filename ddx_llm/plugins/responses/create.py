@@ -79,7 +79,7 @@ async def create_response(request: Request) -> Response:
     if body.stream:
         return EventStreamResponse(
             events(run, deltas, keep, lambda exc: describe(exc, app, scope)),
-            error_body=lambda exc: describe(exc, app, scope).body(),
+            error_event=lambda exc: {"error": describe(exc, app, scope).body()},
         )
     try:
         _, gone = await run_until_disconnect(request.receive, lambda: collect(run, deltas))

@@ -11,7 +11,7 @@ from ddx_llm.backend import Delta, ToolCallDelta, Usage
 from ddx_llm.errors import LlmError
 from ddx_llm.plugins.messages.ended_usage import EndedUsage
 from ddx_llm.plugins.messages.shaping import MessageShaper
-from ddx_llm.plugins.messages.stops import StopMatcher, held_suffix
+from ddx_llm.stop_strings import StopMatcher, held_suffix
 
 pytestmark = pytest.mark.anyio
 

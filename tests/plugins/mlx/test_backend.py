@@ -122,10 +122,13 @@ async def test_context_window_is_checked_with_the_real_tokenizer(mlx_conf, token
 
 
 UNSUPPORTED = [
-    ({"response_format": {"type": "json_object"}}, "response_format"),
+    (
+        {"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "strin"}}}},
+        "response_format",
+    ),
     ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
     ({"tool_choice": "required"}, "tool_choice"),
-    ({"logit_bias": {"not-a-token": 5}}, "logit_bias.not-a-token"),
+    ({"logit_bias": {"not-a-token": 5}}, "logit_bias.not-a-token.[key]"),  # the schema refuses it
     ({"logit_bias": {"99999999": 5}}, "logit_bias.99999999"),
     ({"logit_bias": {"42": 500}}, "logit_bias.42"),
     ({"top_logprobs": 2}, "top_logprobs"),

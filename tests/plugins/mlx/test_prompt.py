@@ -71,8 +71,6 @@ def test_tools_on_a_model_without_a_tool_parser_are_refused_unless_tool_choice_i
 @pytest.mark.parametrize(
     ("fields", "field"),
     [
-        ({"tool_choice": {"type": "function", "function": {"name": "get_weather"}}}, "tool_choice"),
-        ({"response_format": {"type": "json_schema", "json_schema": {}}}, "response_format"),
         ({"prediction": {"type": "content", "content": "x"}}, "prediction"),
         ({"audio": {"voice": "alloy"}}, "audio"),
     ],
@@ -81,6 +79,18 @@ def test_unsupported_fields_are_named(tools_tokenizer, fields, field):
     with pytest.raises(RequestInvalid) as caught:
         check_request(request(tools=[TOOL], **fields), tools_tokenizer, "m")
     assert caught.value.detail[0]["field"] == field
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"tool_choice": {"type": "function", "function": {"name": "get_weather"}}},
+        {"tool_choice": "required"},
+        {"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}},
+    ],
+)
+def test_structured_output_passes_the_check_its_grammar_is_compiled_later(tools_tokenizer, fields):
+    assert check_request(request(tools=[TOOL], **fields), tools_tokenizer, "m") is True
 
 
 def test_text_response_format_and_text_modality_are_accepted(tokenizer):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ddx_llm.plugins.mlx.stops import StopMatcher, held_suffix
+from ddx_llm.stop_strings import StopMatcher, held_suffix
 
 
 def run(pieces: list[str], stops: list[str]) -> tuple[list[str], bool, str]:
