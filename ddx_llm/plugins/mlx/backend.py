@@ -38,7 +38,14 @@ from ddx_llm.schemas import ChatCompletionRequest
 from .deltas import DeltaBuilder
 from .jobs import Job
 from .loading import load_model
-from .prompt import check_request, render_prompt, template_messages, template_tools
+from .prompt import (
+    check_request,
+    render_prompt,
+    request_template_kwargs,
+    template_messages,
+    template_tools,
+)
+from .reasoning import ThinkSplitter, starts_thinking
 from .sampling import SamplingParams, sampling_params
 from .structured import CompiledGrammar, StructuredDecoding
 from .tools import ToolCallStream
@@ -71,6 +78,8 @@ class Prepared:
     tools: list[dict[str, Any]] | None
     parallel_tool_calls: bool
     grammar: CompiledGrammar | None = None
+    thinking: bool = False
+    """The rendered prompt leaves a thinking block open: the answer starts with thoughts."""
 
 
 class MlxBackend(BackendBase):
@@ -196,12 +205,9 @@ class MlxBackend(BackendBase):
         use_tools = check_request(request, handle.tokenizer, entry.id)
         wanted = constraint(request)  # malformed requests for structure: 422 before any work
         tools = template_tools(request) if use_tools else None
+        template_kwargs = {**handle.source.chat_template_kwargs, **request_template_kwargs(request)}
         tokens = await anyio.to_thread.run_sync(
-            render_prompt,
-            handle.tokenizer,
-            template_messages(request),
-            tools,
-            handle.source.chat_template_kwargs,
+            render_prompt, handle.tokenizer, template_messages(request), tools, template_kwargs
         )
         grammar = None
         if wanted is not None:
@@ -218,7 +224,9 @@ class MlxBackend(BackendBase):
             penalty_context_size=self.options.penalty_context_size,
         )
         parallel = request.parallel_tool_calls is not False
-        return Prompt(tokens=len(tokens), data=Prepared(tokens, params, tools, parallel, grammar))
+        thinking = starts_thinking(handle.tokenizer, tokens)
+        prepared = Prepared(tokens, params, tools, parallel, grammar, thinking)
+        return Prompt(tokens=len(tokens), data=prepared)
 
     async def generate(
         self, handle: MlxHandle, entry: ModelEntry, prompt: Prompt, request: ChatCompletionRequest
@@ -235,7 +243,12 @@ class MlxBackend(BackendBase):
                 prepared.tools,
                 max_calls=None if prepared.parallel_tool_calls else 1,
             )
-        builder = DeltaBuilder(calls, want_logprobs=prepared.params.logprobs)
+        splitter = None
+        if getattr(tokenizer, "has_thinking", False):
+            splitter = ThinkSplitter(
+                tokenizer.think_start, tokenizer.think_end, thinking=prepared.thinking
+            )
+        builder = DeltaBuilder(calls, want_logprobs=prepared.params.logprobs, thinking=splitter)
         limiter = anyio.CapacityLimiter(1)  # this request's own waiter thread, not the shared pool
         try:
             while True:

@@ -1,8 +1,10 @@
 """Worker events → :class:`~ddx_llm.backend.Delta` pieces for the core.
 
-Text goes through the request's :class:`~.tools.ToolCallStream` when it has tools (calls become
-OpenAI tool-call deltas), logprobs stay with the text they belong to, and the final event becomes
-the finish delta with the finish reason and usage.  Runs on the event loop, one per request.
+A reasoning model's thinking is split off first (:class:`~.reasoning.ThinkSplitter`: reasoning
+deltas), then the answer text goes through the request's :class:`~.tools.ToolCallStream` when
+it has tools (calls become OpenAI tool-call deltas); logprobs stay with the text they belong to,
+and the final event becomes the finish delta with the finish reason and usage.  Runs on the
+event loop, one per request.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from ddx_llm.errors import LlmError
 from ddx_llm.schemas import TokenLogprob
 
 from .jobs import Failed, Finished, Piece
+from .reasoning import REASONING, ThinkSplitter
 from .tools import ToolCallStream
 
 
@@ -21,9 +24,16 @@ class DeltaBuilder:
     """Worker events → deltas: text through the tool-call parser, logprobs kept with the text
     they belong to, and the finish delta with the finish reason and usage."""
 
-    def __init__(self, calls: ToolCallStream | None, *, want_logprobs: bool) -> None:
+    def __init__(
+        self,
+        calls: ToolCallStream | None,
+        *,
+        want_logprobs: bool,
+        thinking: ThinkSplitter | None = None,
+    ) -> None:
         self.calls = calls
         self.want_logprobs = want_logprobs
+        self.thinking = thinking
         self._logprobs: list[TokenLogprob] = []
 
     def feed(self, events: list[Any]) -> list[Delta]:
@@ -38,10 +48,17 @@ class DeltaBuilder:
                 finished = event
             elif isinstance(event, Failed):
                 raise event.error
+        deltas = []
+        if self.thinking is not None:
+            pieces = self.thinking.feed(text) + (self.thinking.flush() if finished else [])
+            thought = "".join(piece for kind, piece in pieces if kind == REASONING)
+            text = "".join(piece for kind, piece in pieces if kind != REASONING)
+            if thought:
+                deltas.append(Delta(reasoning=thought))
         items: list[str | ToolCallDelta] = [text] if text else []
         if self.calls is not None:
             items = self.calls.feed(text) + (self.calls.finish() if finished else [])
-        deltas = [self._delta(item) for item in items]
+        deltas += [self._delta(item) for item in items]
         if finished is not None:
             deltas.append(self._finish(finished))
         if deltas:

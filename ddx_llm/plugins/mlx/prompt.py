@@ -135,3 +135,15 @@ def render_prompt(
             detail=[{"field": "messages", "message": str(exc), "type": "template"}],
         ) from None
     return list(tokens)
+
+
+def request_template_kwargs(request: ChatCompletionRequest) -> dict[str, Any]:
+    """The request's own ``chat_template_kwargs`` (a vendor field, as vLLM's: e.g.
+    ``{"enable_thinking": false}`` turns a reasoning model's thinking off where its template
+    supports it); they override the registry entry's.  Raises RequestInvalid unless a table."""
+    extra = (request.model_extra or {}).get("chat_template_kwargs")
+    if extra is None:
+        return {}
+    if not isinstance(extra, dict):
+        raise _invalid("chat_template_kwargs", "must be an object of chat-template arguments")
+    return extra
