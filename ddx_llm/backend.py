@@ -129,6 +129,12 @@ class Backend(Protocol):
         (put the cleanup in the generator's ``finally``).
         """
 
+    def load_progress(self, entry: ModelEntry) -> float | None:
+        """How far the load of ``entry`` in progress is, from 0 to 1, or None when the backend
+        cannot tell (yet).  Asked for every ``/health`` request while the host is loading
+        ``entry`` (``model_load_progress``), on the event loop: must be fast.  Optional
+        (:class:`BackendBase`: None)."""
+
     def status(self, handle: Any | None) -> dict[str, Any] | None:
         """The backend's own ``/health`` field (shown under :attr:`name`), or None.  ``handle``
         is the resident model's, None when no model is resident.  Called for every ``/health``
@@ -145,7 +151,7 @@ class Backend(Protocol):
 
 class BackendBase:
     """Defaults for the optional members of :class:`Backend`: no preferred model, no
-    preflight, no ``/health`` field, always ready, nothing to close."""
+    preflight, no load progress, no ``/health`` field, always ready, nothing to close."""
 
     name: str
     real_model_mode: bool = True
@@ -154,6 +160,9 @@ class BackendBase:
         return None
 
     async def preflight(self, entry: ModelEntry, resident: Any | None) -> None:
+        return None
+
+    def load_progress(self, entry: ModelEntry) -> float | None:
         return None
 
     def status(self, handle: Any | None) -> dict[str, Any] | None:

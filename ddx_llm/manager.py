@@ -44,6 +44,8 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "omni": "ddx_llm.plugins.omni",
     "responses": "ddx_llm.plugins.responses",
     "messages": "ddx_llm.plugins.messages",
+    "playground": "ddx_llm.plugins.playground",
+    "completions": "ddx_llm.plugins.completions",
 }
 """Built-in plugins by name.  Their modules import nothing heavy at import time."""
 

@@ -1,7 +1,9 @@
 """``/health`` (always 200, the service's state) and ``/readyz`` (200 or 503, for balancers).
 
 While the process drains at shutdown, ``/readyz`` answers 503 and ``/health`` is ``degraded``
-with the reason first and a ``draining`` field ``{seconds_left, cut}``.
+with the reason first and a ``draining`` field ``{seconds_left, cut}``.  While a model loads,
+``model_load_progress`` says how far (0 to 1) when the backend can measure it
+(``Backend.load_progress``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,19 @@ def reasons_of(app: AppContext) -> list[str]:
     return reasons
 
 
+def load_progress(app: AppContext) -> float | None:
+    """The backend's measure of the load in progress (clamped to 0..1), None when no load is
+    under way or the backend cannot tell.  Backends that do not subclass ``BackendBase`` may
+    lack the (optional) method."""
+    host = app.host
+    entry = host.registry.get(host.target) if host.target else None
+    measure = getattr(app.backend, "load_progress", None)
+    if host.state is not ModelState.LOADING or entry is None or measure is None:
+        return None
+    fraction = measure(entry)
+    return None if fraction is None else min(1.0, max(0.0, float(fraction)))
+
+
 def health_body(app: AppContext) -> dict[str, Any]:
     """The ``/health`` document: core fields, readiness reasons, the backend's own field
     (under its name), then plugin extras."""
@@ -46,6 +61,9 @@ def health_body(app: AppContext) -> dict[str, Any]:
         "backend": app.backend.name,
         "requests": {"running": host.admission.running, "waiting": host.admission.waiting},
     }
+    progress = load_progress(app)
+    if progress is not None:
+        body["model_load_progress"] = progress
     if host.error:
         body["model_error"] = host.error
     if reasons:

@@ -93,6 +93,12 @@ class Health(BaseModel):
     model: str | None
     model_state: Literal["idle", "loading", "ready", "failed"]
     model_load_elapsed_ms: float | None
+    model_load_progress: float | None = Omitted(
+        ge=0,
+        le=1,
+        description="While model_state is loading: how far the load is, 0 to 1, when the "
+        "backend can measure it (mlx: the bundled model's conversion, then the weights)",
+    )
     model_error: str | None = Omitted()
     backend: str
     requests: dict[str, int] = Field(

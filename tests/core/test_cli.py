@@ -67,6 +67,8 @@ def test_plugins_json_lists_each_plugin_with_its_hooks(conf_dir, capsys):
         "omni",
         "responses",
         "messages",
+        "completions",
+        "playground",
     }
     assert plugins["auth"]["source"] == "builtin"
     assert plugins["mlx"]["hooks"] == ["ddx_llm_backends", "ddx_llm_commands", "ddx_llm_settings"]

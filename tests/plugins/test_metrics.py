@@ -14,6 +14,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from support import documented, running_app, write_conf
 
+from ddx_llm import hookimpl
 from ddx_llm.config import ConfigError
 from ddx_llm.factory import create_app
 
@@ -394,3 +395,144 @@ def test_a_bad_multiprocess_set_up_stops_start_up(conf_dir, tmp_path, monkeypatc
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     with pytest.raises(ConfigError, match="set it in the environment of the server process"):
         create_app(conf_dir)
+
+
+# ---------------------------------------------------------------------- scrape-time figures
+
+
+async def test_kv_cache_usage_is_always_there_and_vllm_names_are_off_by_default(client):
+    response = await client.get("/metrics")
+    assert "vllm:" not in response.text
+    metrics = Scrape(response.text)
+    assert metrics.families["ddx_llm_kv_cache_usage_perc"].type == "gauge"
+    assert metrics.value("ddx_llm_kv_cache_usage_perc", model_name=MODEL) == 0
+    assert "ddx_llm_prompt_cache_bytes" not in metrics.families  # the mock keeps no cache
+
+
+VLLM_SERIES = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc")
+
+
+async def test_vllm_names_for_inference_gateways(conf_dir, monkeypatch):
+    """The endpoint picker reads the first series of each family: one series each, the
+    totals over every model, under the exact names — in both exposition formats."""
+    from prometheus_client.openmetrics.parser import (
+        text_string_to_metric_families as openmetrics_families,
+    )
+
+    write_conf(conf_dir, {"core": {"max_running": 2, "max_waiting": 4}})
+    monkeypatch.setenv("DDX_LLM_METRICS_VLLM_NAMES", "1")
+    slow = chat("a b c d e f g h", stream=True, mock={"scenario": "echo", "token_delay_ms": 100})
+    async with running_app(conf_dir) as (_, client):
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(functools.partial(client.post, CHAT, json=slow))
+            with anyio.fail_after(5):
+                while True:  # two generate, one waits for a slot
+                    during = await scrape(client)
+                    if during.value("vllm:num_requests_waiting") == 1:
+                        break
+                    await anyio.sleep(0.005)
+            for name in VLLM_SERIES:
+                (sample,) = during.families[name].samples
+                assert sample.labels == {"model_name": MODEL}
+                assert during.families[name].type == "gauge"
+            assert during.value("vllm:num_requests_running") == 2
+            assert during.value("ddx_llm_num_requests_running", model_name=MODEL) == 2
+            assert during.value("vllm:kv_cache_usage_perc") == 1.0  # both slots taken
+            assert during.value("ddx_llm_kv_cache_usage_perc") == 1.0
+            accept = {"accept": "application/openmetrics-text; version=1.0.0"}
+            text = (await client.get("/metrics", headers=accept)).text
+            families = {f.name: f for f in openmetrics_families(text)}
+            for name in VLLM_SERIES:
+                assert [s.name for s in families[name].samples] == [name]
+        after = await scrape(client)
+        assert after.value("vllm:num_requests_running") == 0
+        assert after.value("vllm:num_requests_waiting") == 0
+        assert after.value("vllm:kv_cache_usage_perc") == 0
+
+
+class StatusBackend:
+    """A plugin offering the mock with a status of its own (``status`` is the protocol's way
+    for a backend to report figures; mlx reports these under ``mlx``)."""
+
+    def __init__(self, status: Any) -> None:
+        self.status = status
+
+    @hookimpl
+    def ddx_llm_backends(self, app):
+        from ddx_llm.plugins.mock import MockBackend
+
+        status = self.status
+
+        class Reporting(MockBackend):
+            name = "reporting"
+
+            def status(self, handle):
+                if isinstance(status, Exception):
+                    raise status
+                return status
+
+        return {"reporting": lambda app: Reporting(app.settings.section("mock"))}
+
+
+async def test_kv_usage_and_the_prompt_cache_come_from_the_backends_status(conf_dir):
+    write_conf(conf_dir, {"core": {"backend": "reporting"}, "metrics": {"vllm_names": True}})
+    status = {
+        "sequences": 1,
+        "max_batch": 4,
+        "prompt_cache": {"enabled": True, "entries": 3, "mb": 12.5, "hits": 2, "tokens_reused": 40},
+    }
+    plugin = ("reporting", StatusBackend(status))
+    async with running_app(conf_dir, extra_plugins=(plugin,)) as (_, client):
+        metrics = await scrape(client)
+    model = {"model_name": MODEL}
+    assert metrics.value("ddx_llm_kv_cache_usage_perc", **model) == 0.25
+    assert metrics.value("vllm:kv_cache_usage_perc", **model) == 0.25
+    assert metrics.value("ddx_llm_prompt_cache_bytes", **model) == 12.5e6
+    assert metrics.value("ddx_llm_prompt_cache_entries", **model) == 3
+    assert metrics.value("ddx_llm_prompt_cache_reused_tokens_total", **model) == 40
+    assert metrics.families["ddx_llm_prompt_cache_reused_tokens"].type == "counter"
+
+
+async def test_a_failing_backend_status_never_fails_a_scrape(conf_dir, caplog):
+    write_conf(conf_dir, {"core": {"backend": "reporting"}})
+    plugin = ("reporting", StatusBackend(RuntimeError("status broke")))
+    async with running_app(conf_dir, extra_plugins=(plugin,)) as (_, client):
+        for _ in range(2):
+            metrics = await scrape(client)
+            assert metrics.value("ddx_llm_kv_cache_usage_perc") == 0
+    assert sum("the backend's status failed" in r.message for r in caplog.records) == 1
+
+
+@pytest.mark.model
+async def test_on_mlx_kv_usage_is_the_batch_share_and_the_prompt_cache_is_measured(
+    conf_dir, mlx_models_dir
+):
+    """Real figures from the mlx worker: one sequence of a batch of 4 while it generates;
+    afterwards the prompt cache holds its processed prompt."""
+    model = "SmolLM2-135M-Instruct"
+    write_conf(
+        conf_dir,
+        {
+            "core": {"backend": "mlx", "models_dir": str(mlx_models_dir), "max_running": 4},
+            "metrics": {"vllm_names": True},
+        },
+    )
+    body = chat("Count from one to fifty.", model=model, max_tokens=24, temperature=0)
+    async with running_app(conf_dir) as (_, client):
+        with anyio.fail_after(60):
+            while (await client.get("/readyz")).status_code != 200:
+                await anyio.sleep(0.1)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(client.post, CHAT, json=body))
+            with anyio.fail_after(30):
+                while True:
+                    during = await scrape(client)
+                    if during.value("ddx_llm_kv_cache_usage_perc") > 0:
+                        break
+                    await anyio.sleep(0.02)
+            assert during.value("vllm:kv_cache_usage_perc", model_name=model) == 0.25
+        after = await scrape(client)
+    assert after.value("vllm:kv_cache_usage_perc", model_name=model) == 0
+    assert after.value("ddx_llm_prompt_cache_entries", model_name=model) >= 1
+    assert after.value("ddx_llm_prompt_cache_bytes", model_name=model) > 0

@@ -6,6 +6,11 @@
   ``ddx_llm_request_duration_seconds{route,method}``, ``ddx_llm_requests_in_flight``.
 - LLM series, named after vLLM's with the ``ddx_llm_`` prefix, learnt only from the core's
   lifecycle events through ``ddx_llm_observe`` (:mod:`.series`).
+- Scrape-time series (:mod:`.scraped`): the KV-cache usage and the prompt cache, read from the
+  backend's status and the model host at each scrape; with ``[metrics] vllm_names`` also
+  ``vllm:num_requests_running``, ``vllm:num_requests_waiting`` and
+  ``vllm:kv_cache_usage_perc``, the names the Gateway API Inference Extension's endpoint
+  picker (and llm-d's) reads.
 - The exposition (:mod:`.exposition`) in the Prometheus text format, or OpenMetrics when the
   scraper asks for it; ``[metrics] path`` moves it.
 - ``PROMETHEUS_MULTIPROC_DIR`` switches prometheus-client's multiprocess mode on, for several
@@ -36,6 +41,7 @@ if TYPE_CHECKING:
     from ddx_llm.events import Event
     from ddx_llm.middleware import MiddlewareSpec
 
+    from .scraped import ScrapedSeries
     from .series import MetricsCollector
 
 ORDER = 300
@@ -63,6 +69,9 @@ class MetricsSettings(SectionSettings):
     ] = DEFAULT_DURATION_BUCKETS
     """Upper bounds in seconds of ``ddx_llm_request_duration_seconds`` (comma-separated in
     ``DDX_LLM_METRICS_REQUEST_DURATION_BUCKETS``)."""
+    vllm_names: bool = False
+    """Also expose the queue and KV-cache series under vLLM's names, for inference gateways
+    (``DDX_LLM_METRICS_VLLM_NAMES``)."""
 
     @field_validator("path")
     @classmethod
@@ -92,6 +101,21 @@ def collector_of(app: AppContext) -> MetricsCollector:
     return app.state(SECTION, create)
 
 
+def scraped_of(app: AppContext) -> ScrapedSeries:
+    """This app's scrape-time series, registered with its collector on first use."""
+
+    def create() -> ScrapedSeries:
+        from .scraped import ScrapedSeries
+
+        collector = collector_of(app)
+        section: MetricsSettings = app.settings.section(SECTION)
+        scraped = ScrapedSeries(collector.queue_totals, vllm_names=section.vllm_names)
+        collector.exposed.register(scraped)
+        return scraped
+
+    return app.state(SECTION + ".scraped", create)
+
+
 @hookimpl
 def ddx_llm_settings() -> tuple[str, type]:
     return (SECTION, MetricsSettings)
@@ -111,7 +135,9 @@ def ddx_llm_middleware(app: AppContext) -> MiddlewareSpec:
 def ddx_llm_routes(app: AppContext) -> list[BaseRoute]:
     from .exposition import metrics_route
 
-    return [metrics_route(app.settings.section(SECTION).path, collector_of(app))]
+    scraped = scraped_of(app)
+    path = app.settings.section(SECTION).path
+    return [metrics_route(path, collector_of(app), lambda: scraped.refresh(app))]
 
 
 @hookimpl

@@ -29,9 +29,14 @@ from ddx_llm.host import ModelState
 logger = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+RUNNING = "ddx_llm_num_requests_running"
+WAITING = "ddx_llm_num_requests_waiting"
 
 FINISH_REASONS = ("stop", "length", "tool_calls", "cancelled", "error")
 """The ``finished_reason`` label values; anything else a backend reports counts as ``other``."""
+REJECTION_CODES = ("overloaded", "model_unavailable", "model_not_found", "client_closed")
+"""The ``code`` label values of ``ddx_llm_requests_rejected_total`` (the codes the model host
+turns requests away with); any other code counts as ``other``."""
 
 MODEL_STATES = tuple(state.value for state in ModelState)
 STATE_OF_EVENT = {
@@ -89,10 +94,13 @@ class MetricsCollector:
     def __init__(self, model_ids: Iterable[str], request_duration_buckets: Iterable[float]):
         self.multiprocess_dir = multiprocess_dir()
         self.registry = CollectorRegistry(auto_describe=True)
+        self.merged: multiprocess.MultiProcessCollector | None = None
         if self.multiprocess_dir:
             # Values live in the folder; this registry only reads them back, merged.
             self.exposed = CollectorRegistry()
-            multiprocess.MultiProcessCollector(self.exposed, path=self.multiprocess_dir)
+            self.merged = multiprocess.MultiProcessCollector(
+                self.exposed, path=self.multiprocess_dir
+            )
         else:
             self.exposed = self.registry
         reg = self.registry
@@ -112,11 +120,11 @@ class MetricsCollector:
             registry=reg, multiprocess_mode="livesum",
         )  # fmt: skip
         self.running = Gauge(
-            "ddx_llm_num_requests_running", "Chat requests generating.",
+            RUNNING, "Chat requests generating.",
             model, registry=reg, multiprocess_mode="livesum",
         )  # fmt: skip
         self.waiting = Gauge(
-            "ddx_llm_num_requests_waiting", "Chat requests waiting for the model or a slot.",
+            WAITING, "Chat requests waiting for the model or a slot.",
             model, registry=reg, multiprocess_mode="livesum",
         )  # fmt: skip
         self.ttft = Histogram(
@@ -160,6 +168,13 @@ class MetricsCollector:
             "ddx_llm_model_swaps", "Model swaps (a load that replaced a resident model).",
             registry=reg,
         )  # fmt: skip
+        self.rejected = Counter(
+            "ddx_llm_requests_rejected",
+            "Requests turned away before generating, by code: overloaded (the queue was full "
+            "or waited too long), model_unavailable (no model ready in time, or shutting down), "
+            "model_not_found, client_closed (the client left while waiting).",
+            ["model_name", "code"], registry=reg,
+        )  # fmt: skip
         for model_id in model_ids:
             self._initialise(model_id)
         self._handlers: dict[type, Callable[[Any], None]] = {
@@ -177,6 +192,8 @@ class MetricsCollector:
             metric.labels(model_id)
         for reason in FINISH_REASONS:
             self.success.labels(model_id, reason)
+        for code in REJECTION_CODES:
+            self.rejected.labels(model_id, code)
         self._set_state(model_id, ModelState.IDLE.value)
 
     # ------------------------------------------------------------------ observation
@@ -195,6 +212,8 @@ class MetricsCollector:
 
     def _rejected(self, event: events.RequestRejected) -> None:
         self.waiting.labels(event.model).dec()
+        code = event.code if event.code in REJECTION_CODES else "other"
+        self.rejected.labels(event.model, code).inc()
 
     def _started(self, event: events.RequestStarted) -> None:
         self.waiting.labels(event.queued_model or event.model).dec()
@@ -230,6 +249,20 @@ class MetricsCollector:
         """At shutdown: in multiprocess mode, mark this worker's live gauges dead."""
         if self.multiprocess_dir:
             multiprocess.mark_process_dead(os.getpid(), self.multiprocess_dir)
+
+    def queue_totals(self) -> tuple[float, float]:
+        """``(running, waiting)``: the requests generating and waiting, summed over models —
+        and, in multiprocess mode, over the workers alive (reads their files: call it off the
+        event loop then, as the exposition does)."""
+        if self.merged is not None:
+            families = list(self.merged.collect())
+        else:
+            families = [*self.running.collect(), *self.waiting.collect()]
+        totals = dict.fromkeys((RUNNING, WAITING), 0.0)
+        for family in families:
+            if family.name in totals:
+                totals[family.name] += sum(sample.value for sample in family.samples)
+        return totals[RUNNING], totals[WAITING]
 
     # ------------------------------------------------------------------ HTTP
 

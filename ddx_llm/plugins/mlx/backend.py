@@ -1,8 +1,10 @@
 """The ``mlx`` backend: real generation with mlx-lm, one resident model in its worker thread.
 
 ``load`` starts a :class:`~.worker.ModelWorker`: the bundled model's conversion, the memory fit
-check and ``mlx_lm.load`` happen on that thread, never on the event loop.  ``unload`` stops it
-and waits until the model's memory is handed back (figures in ``/health`` → ``mlx.last_unload``).
+check and ``mlx_lm.load`` happen on that thread, never on the event loop; their progress
+(conversion, then weights) is ``load_progress`` for ``/health``, and a log line every 5 s.
+``unload`` stops it and waits until the model's memory is handed back (figures in ``/health`` →
+``mlx.last_unload``).
 ``prepare`` checks the request and renders the prompt with the real tokenizer in a thread (so
 ``Prompt.tokens`` is exact and the core's ``context_too_long`` check is too) and, when the
 request asks for structure (``response_format``, a forced ``tool_choice``), compiles its
@@ -20,8 +22,9 @@ from __future__ import annotations
 import functools
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -30,6 +33,7 @@ from ddx_llm.backend import BackendBase, Delta, Prompt
 from ddx_llm.errors import LlmError, ModelUnavailable
 from ddx_llm.plugins.mlx_models import memory
 from ddx_llm.plugins.mlx_models.bundled import BUNDLED_MODEL_ID
+from ddx_llm.plugins.mlx_models.progress import LoadProgress, LogProgress, tee
 from ddx_llm.plugins.mlx_models.source import ModelSource, local_folder, model_source
 from ddx_llm.plugins.structured_output.requested import constraint
 from ddx_llm.registry import ModelEntry, Registry
@@ -80,6 +84,9 @@ class Prepared:
     grammar: CompiledGrammar | None = None
     thinking: bool = False
     """The rendered prompt leaves a thinking block open: the answer starts with thoughts."""
+    ticket: int | None = None
+    """Its announcement to the worker (``Arrivals``), forgotten when the job is queued or this
+    object is dropped (a request that never generated)."""
 
 
 class MlxBackend(BackendBase):
@@ -113,6 +120,8 @@ class MlxBackend(BackendBase):
         )
         self.last_unload: dict[str, Any] | None = None
         """Memory figures of the last unload: resident, dropped, released."""
+        self._loading: dict[str, LoadProgress] = {}
+        """The progress of the loads under way, by model id."""
 
     def default_model(self, registry: Registry) -> str | None:
         """The bundled SmolLM2 when it is registered: it needs no download."""
@@ -129,7 +138,9 @@ class MlxBackend(BackendBase):
             allow_download=self.options.allow_download,
             headroom_gb=self.options.memory_headroom_gb,
         )
-        worker = ModelWorker(loader, f"mlx-worker[{entry.id}]", self.worker_options)
+        progress = self._loading[entry.id] = LoadProgress()
+        report = tee(progress, LogProgress(logger, f"loading {entry.id}"))
+        worker = ModelWorker(loader, f"mlx-worker[{entry.id}]", self.worker_options, report)
         worker.start()
         try:
             tokenizer = await anyio.to_thread.run_sync(worker.loaded.result, abandon_on_cancel=True)
@@ -140,9 +151,15 @@ class MlxBackend(BackendBase):
                 f"model {entry.id!r} failed to load", detail=f"{type(exc).__name__}: {exc}"
             ) from None
         finally:
+            self._loading.pop(entry.id, None)
             if not worker.loaded.done() or worker.loaded.exception() is not None:
                 worker.stop()  # a cancelled load: the thread exits once loading is over
         return MlxHandle(entry, source, worker, tokenizer, StructuredDecoding(tokenizer, entry.id))
+
+    def load_progress(self, entry: ModelEntry) -> float | None:
+        """How far the load of ``entry`` is (conversion, then weights), 0 to 1."""
+        progress = self._loading.get(entry.id)
+        return progress.fraction if progress is not None else None
 
     async def unload(self, handle: MlxHandle) -> None:
         """Stop the worker and wait until it has dropped the model and returned its memory."""
@@ -206,6 +223,22 @@ class MlxBackend(BackendBase):
         wanted = constraint(request)  # malformed requests for structure: 422 before any work
         tools = template_tools(request) if use_tools else None
         template_kwargs = {**handle.source.chat_template_kwargs, **request_template_kwargs(request)}
+        arrivals = handle.worker.arrivals
+        ticket = arrivals.announce()  # a step about to start waits for this prompt (briefly)
+        try:
+            prepared = await self._prepare(handle, entry, request, use_tools, wanted, tools,
+                                           template_kwargs)  # fmt: skip
+        except BaseException:
+            arrivals.forget(ticket)
+            raise
+        prepared = replace(prepared, ticket=ticket)
+        weakref.finalize(prepared, arrivals.forget, ticket)
+        return Prompt(tokens=len(prepared.tokens), data=prepared)
+
+    async def _prepare(
+        self, handle: MlxHandle, entry: ModelEntry, request: ChatCompletionRequest,
+        use_tools: bool, wanted: Any, tools: Any, template_kwargs: dict[str, Any],
+    ) -> Prepared:  # fmt: skip
         tokens = await anyio.to_thread.run_sync(
             render_prompt, handle.tokenizer, template_messages(request), tools, template_kwargs
         )
@@ -225,14 +258,15 @@ class MlxBackend(BackendBase):
         )
         parallel = request.parallel_tool_calls is not False
         thinking = starts_thinking(handle.tokenizer, tokens)
-        prepared = Prepared(tokens, params, tools, parallel, grammar, thinking)
-        return Prompt(tokens=len(tokens), data=prepared)
+        return Prepared(tokens, params, tools, parallel, grammar, thinking)
 
     async def generate(
         self, handle: MlxHandle, entry: ModelEntry, prompt: Prompt, request: ChatCompletionRequest
     ) -> AsyncIterator[Delta]:
         prepared: Prepared = prompt.data
-        job = handle.worker.submit(Job(prepared.tokens, prepared.params, prepared.grammar))
+        job = handle.worker.submit(
+            Job(prepared.tokens, prepared.params, prepared.grammar), prepared.ticket
+        )
         tokenizer = handle.tokenizer
         calls = None
         if prepared.tools is not None:

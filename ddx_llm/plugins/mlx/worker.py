@@ -31,6 +31,7 @@ from typing import Any
 
 from ddx_llm.errors import ModelUnavailable
 from ddx_llm.plugins.mlx_models import memory
+from ddx_llm.plugins.mlx_models.progress import Sink, reporting_to
 
 from .engine import BatchEngine
 from .jobs import Failed, Job
@@ -51,6 +52,42 @@ class WorkerOptions:
     prompt_cache_bytes: int = 1 << 30
 
 
+GATHER_SECONDS = 0.25
+"""Longest a step that starts new prompts waits for prompts announced meanwhile."""
+GATHER_POLL = 0.005
+ANNOUNCED_SECONDS = 5.0
+"""An announcement that no job followed within this is forgotten (its request was dropped)."""
+
+
+class Arrivals:
+    """Prompts on their way to the worker: announced when the request side starts rendering
+    one, forgotten once its job is queued (or the request is dropped).  Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._due: dict[int, float] = {}
+        self._count = 0
+
+    def announce(self) -> int:
+        """A ticket for one prompt being prepared."""
+        with self._lock:
+            self._count += 1
+            self._due[self._count] = time.monotonic() + ANNOUNCED_SECONDS
+            return self._count
+
+    def forget(self, ticket: int) -> None:
+        with self._lock:
+            self._due.pop(ticket, None)
+
+    def pending(self) -> bool:
+        """Whether prompts announced lately are still on their way."""
+        now = time.monotonic()
+        with self._lock:
+            for ticket in [t for t, due in self._due.items() if due < now]:
+                del self._due[ticket]
+            return bool(self._due)
+
+
 class ModelWorker(threading.Thread):
     """The thread that owns one model.
 
@@ -58,6 +95,8 @@ class ModelWorker(threading.Thread):
         loader: called on the worker thread; returns ``(model, tokenizer)`` from mlx-lm.
         name: the thread's name (shows in logs and thread dumps).
         options: batching and prompt-cache settings.
+        progress: where the loader's progress goes (its ``current_sink`` on this thread:
+            :mod:`ddx_llm.plugins.mlx_models.progress`), or None.
 
     ``loaded`` resolves to the tokenizer once the model is ready (or to the loader's exception).
     """
@@ -67,10 +106,12 @@ class ModelWorker(threading.Thread):
         loader: Callable[[], tuple[Any, Any]],
         name: str,
         options: WorkerOptions | None = None,
+        progress: Sink | None = None,
     ) -> None:
         super().__init__(name=name, daemon=True)
         self.loader = loader
         self.options = options or WorkerOptions()
+        self.progress = progress
         self.loaded: Future[Any] = Future()
         self.last_step = time.monotonic()
         self.released: dict[str, dict[str, float]] | None = None
@@ -78,16 +119,20 @@ class ModelWorker(threading.Thread):
         self.crashed: str | None = None
         """Why the loop died, if it did (a bug: steps catch generation errors themselves)."""
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self.arrivals = Arrivals()
         self._engine: BatchEngine | None = None
         self._stopping = False
 
     # ------------------------------------------------------------------ other threads
 
-    def submit(self, job: Job) -> Job:
+    def submit(self, job: Job, ticket: int | None = None) -> Job:
+        """Queue ``job``; ``ticket`` is its prompt's announcement (:class:`Arrivals`)."""
         if self._stopping or not self.is_alive():
             raise ModelUnavailable("the model is being unloaded", retry_after=1)
         job.worker = self
         self._jobs.put(job)
+        if ticket is not None:
+            self.arrivals.forget(ticket)  # after the put: the worker never waits in vain
         return job
 
     def stop(self) -> None:
@@ -128,7 +173,11 @@ class ModelWorker(threading.Thread):
             import mlx.core as mx
 
             mx.random.seed(_fresh_seed())  # unseeded sampling draws from this thread's state
-            model, tokenizer = self.loader()
+            if self.progress is None:
+                model, tokenizer = self.loader()
+            else:
+                with reporting_to(self.progress):
+                    model, tokenizer = self.loader()
             self._engine = BatchEngine(
                 model,
                 tokenizer,
@@ -164,13 +213,16 @@ class ModelWorker(threading.Thread):
 
     def _serve(self, engine: BatchEngine) -> None:
         while True:
+            fresh = 0
             if engine.active == 0:
                 job = self._jobs.get()  # idle: sleep until there is work
                 if job is None:
                     return
                 engine.admit(job)
+                fresh = 1
                 self.last_step = time.monotonic()  # the heartbeat starts now
-            if not self._admit_queued(engine):
+            admitted = self._admit_queued(engine)
+            if admitted is None or (fresh + admitted and not self._gather(engine)):
                 return
             try:
                 engine.step()
@@ -179,16 +231,37 @@ class ModelWorker(threading.Thread):
                 engine.fail_all(exc)
             self.last_step = time.monotonic()
 
-    def _admit_queued(self, engine: BatchEngine) -> bool:
-        """Admit every job that arrived meanwhile; False when asked to stop."""
+    def _admit_queued(self, engine: BatchEngine) -> int | None:
+        """Admit every job that arrived meanwhile: how many, None when asked to stop."""
+        admitted = 0
         while True:
             try:
                 job = self._jobs.get_nowait()
             except queue.Empty:
+                return admitted
+            if job is None:
+                return None
+            engine.admit(job)
+            admitted += 1
+
+    def _gather(self, engine: BatchEngine) -> bool:
+        """Before a step that starts new prompts: wait, at most :data:`GATHER_SECONDS`, for the
+        prompts announced meanwhile (:class:`Arrivals`: rendered on other threads right now),
+        so that requests that come together are prefilled in the same steps — as mlx-lm's
+        server, which renders them on this thread, does.  False when asked to stop."""
+        deadline = time.monotonic() + GATHER_SECONDS
+        while self.arrivals.pending():
+            left = deadline - time.monotonic()
+            if left <= 0:
                 return True
+            try:
+                job = self._jobs.get(timeout=min(left, GATHER_POLL))
+            except queue.Empty:
+                continue
             if job is None:
                 return False
             engine.admit(job)
+        return True
 
     def _fail_queued(self) -> None:
         while True:

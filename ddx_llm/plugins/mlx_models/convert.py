@@ -4,6 +4,10 @@ MLX reads Q4_0/Q4_1/Q8_0 GGUF tensors directly as its own quantized triples (pac
 ``weight`` + ``scales`` + ``biases``), so the arrays are renamed and saved as they are:
 no dequantization, no requantization. Rows of q/k stay in llama.cpp's interleaved-RoPE
 order, which is why the config says ``rope_traditional: true``.
+
+Progress (:mod:`.progress`, phase ``convert``): reading the GGUF, then each tensor written
+(tensors done / total, bytes, elapsed) — a bar on a terminal for ``ddx-llm convert``, the
+``/health`` fraction and log lines when a model load converts the bundled model.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from .gguf_tokenizer import ConversionError, meta_get, meta_value, write_tokenizer
+from .progress import CONVERT, ConsoleProgress, Progress, Sink, current_sink
+from .safetensors_file import write_safetensors
 
 __all__ = ["ConversionError", "convert_gguf", "is_complete", "llama_config", "map_tensor_name"]
 
@@ -227,13 +233,20 @@ def _write_model(
     folder: Path,
     chat_template: str | None,
     tokenizer_overrides: Mapping[str, Any] | None,
+    report: Sink,
 ) -> None:
-    """Write every file of the converted model into the (empty, existing) ``folder``."""
-    import mlx.core as mx
+    """Write every file of the converted model into the (empty, existing) ``folder``; the
+    tensors first, one by one, each reported to ``report``."""
+    started = time.monotonic()
 
+    def tick(step: str, done: int, total: int, written: int, size: int) -> None:
+        report(Progress(CONVERT, done, total, written, size, time.monotonic() - started, step))
+
+    tick(f"reading {gguf_path.name}", 0, 0, 0, gguf_path.stat().st_size)
     arrays, metadata = _load_gguf(gguf_path)
     config = llama_config(metadata)
     mapped = {map_tensor_name(name): array for name, array in arrays.items()}
+    del arrays
     _check_layers(mapped, config)
     if "lm_head.weight" in mapped:
         config["tie_word_embeddings"] = False
@@ -247,7 +260,15 @@ def _write_model(
         config["quantization_config"] = quant
     logger.info("mapped %d arrays (quantization: %s)", len(mapped), quant)
 
-    mx.save_safetensors(str(folder / "model.safetensors"), mapped, metadata={"format": "mlx"})
+    total, size = len(mapped), sum(array.nbytes for array in mapped.values())
+    tick("writing tensors", 0, total, 0, size)
+    write_safetensors(
+        folder / "model.safetensors",
+        mapped,
+        {"format": "mlx"},
+        on_tensor=lambda done, written: tick("writing tensors", done, total, written, size),
+    )
+    del mapped
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     vocab = write_tokenizer(
         metadata, folder, chat_template=chat_template, overrides=tokenizer_overrides
@@ -269,6 +290,7 @@ def convert_gguf(
     *,
     chat_template: str | None = None,
     tokenizer_overrides: dict | None = None,
+    progress: Sink | None = None,
 ) -> Path:
     """Convert ``gguf_path`` into the mlx-lm model folder ``dest`` and return ``dest``.
 
@@ -278,6 +300,10 @@ def convert_gguf(
     serialised by a lock file next to ``dest``. Raises ``ConversionError`` for a GGUF
     that is not llama or lacks required metadata/tensors, ``FileExistsError`` if ``dest``
     is a non-empty folder that is not a complete model.
+
+    ``progress`` receives the conversion's :class:`~.progress.Progress`; by default the sink
+    of the enclosing :func:`~.progress.reporting_to` (a model load), else stderr
+    (:class:`~.progress.ConsoleProgress`: a bar on a terminal, a line every 2 s otherwise).
     """
     gguf_path, dest = Path(gguf_path), Path(dest)
     if is_complete(dest):
@@ -298,7 +324,8 @@ def convert_gguf(
         tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:12]}"
         tmp.mkdir()
         try:
-            _write_model(gguf_path, tmp, chat_template, tokenizer_overrides)
+            report = progress or current_sink() or ConsoleProgress()
+            _write_model(gguf_path, tmp, chat_template, tokenizer_overrides, report)
             os.replace(tmp, dest)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import itertools
 import json
 import logging
 import os
+import pty
 import signal
 import site
 import subprocess
@@ -471,7 +475,7 @@ def test_a_conversion_failing_midway_leaves_nothing(gguf_path: Path, tmp_path: P
     the half-written temporary folder is removed, never renamed into place."""
     child = convert_with_file_size_limit(gguf_path, tmp_path / "smol", LIMIT, die=False)
     assert child.returncode == 1
-    assert "model.safetensors" in child.stderr and "Unable to write" in child.stderr
+    assert "cannot write" in child.stderr and "model.safetensors: File too large" in child.stderr
     assert sorted(os.listdir(tmp_path)) == [".smol.lock"]
 
 
@@ -550,3 +554,147 @@ def test_greedy_answer_names_paris(loaded) -> None:
     )
     answer = generate(model, tokenizer, prompt, max_tokens=12, sampler=make_sampler(temp=0.0))
     assert "Paris" in answer
+
+
+# --- progress ----------------------------------------------------------------------------
+
+
+def snapshot(done: int, total: int, *, phase: str = "convert", elapsed: float = 0.5):
+    from ddx_llm.plugins.mlx_models.progress import Progress
+
+    return Progress(phase, done, total, done * 1_000_000, total * 1_000_000, elapsed, "writing")
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_console_progress_writes_lines_when_not_a_terminal() -> None:
+    """A log file or CI gets the first line, then at most one per interval, and the last."""
+    from ddx_llm.plugins.mlx_models.progress import ConsoleProgress
+
+    out = io.StringIO()
+    sink = ConsoleProgress(out, interval=3600)
+    for done in range(11):
+        sink(snapshot(done, 10))
+    assert out.getvalue().splitlines() == [
+        "convert: writing: 0/10 tensors, 0.0/10.0 MB, 0.5 s",
+        "convert: writing: 10/10 tensors, 10.0/10.0 MB, 0.5 s",
+    ]
+
+
+def test_console_progress_draws_a_bar_on_a_terminal() -> None:
+    from ddx_llm.plugins.mlx_models.progress import ConsoleProgress
+
+    out = Terminal()
+    sink = ConsoleProgress(out)
+    sink(snapshot(0, 4))
+    sink(snapshot(4, 4))
+    first, last = out.getvalue().split("\r")[1:]
+    assert first.startswith("convert [" + "." * 28 + "]   0% writing: 0/4 tensors")
+    assert last == "convert [" + "#" * 28 + "] 100% writing: 4/4 tensors, 4.0/4.0 MB, 0.5 s\x1b[K\n"
+
+
+def test_load_progress_is_one_fraction_over_both_phases() -> None:
+    """Conversion counts for 80 % once seen, the weights for the rest; never backwards."""
+    from ddx_llm.plugins.mlx_models.progress import LoadProgress
+
+    fresh = LoadProgress()
+    assert fresh.fraction is None
+    fresh(snapshot(1, 4, phase="weights"))
+    assert fresh.fraction == 0.25
+    first_use = LoadProgress()
+    first_use(snapshot(2, 4))
+    assert first_use.fraction == 0.4
+    first_use(snapshot(4, 4))
+    first_use(snapshot(0, 4, phase="weights"))
+    assert first_use.fraction == 0.8
+    first_use(snapshot(2, 4, phase="weights"))
+    assert first_use.fraction == 0.9
+    first_use(snapshot(1, 4, phase="weights"))
+    assert first_use.fraction == 0.9
+
+
+def test_safetensors_written_tensor_by_tensor_read_back(tmp_path: Path) -> None:
+    """Every dtype a GGUF conversion can produce (and the rest), non-contiguous arrays and
+    scalars: the header is the format's (8-byte size, padded JSON, back-to-back offsets) and
+    mx.load reads each array back equal; one callback per tensor."""
+    require_module("mlx.core")
+    import mlx.core as mx
+
+    from ddx_llm.plugins.mlx_models.safetensors_file import write_safetensors
+
+    dtypes = [mx.bool_, mx.uint8, mx.uint16, mx.uint32, mx.int8, mx.int32, mx.int64,
+              mx.float16, mx.bfloat16, mx.float32]  # fmt: skip
+    arrays = {f"t{i}": (mx.arange(24).reshape(2, 3, 4) * 3).astype(t) for i, t in enumerate(dtypes)}
+    arrays["transposed"] = mx.arange(6, dtype=mx.float32).reshape(2, 3).T
+    arrays["scalar"] = mx.array(2.5)
+    calls: list[tuple[int, int]] = []
+    path = tmp_path / "model.safetensors"
+    written = write_safetensors(path, arrays, {"format": "mlx"}, lambda *call: calls.append(call))
+    assert written == sum(a.nbytes for a in arrays.values())
+    assert [done for done, _ in calls] == list(range(1, len(arrays) + 1))
+    assert calls[-1][1] == written
+    raw = path.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    assert size % 8 == 0 and len(raw) == 8 + size + written
+    header = json.loads(raw[8 : 8 + size])
+    assert header.pop("__metadata__") == {"format": "mlx"}
+    spans = sorted(entry["data_offsets"] for entry in header.values())
+    assert spans[0][0] == 0 and spans[-1][1] == written
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
+    loaded, metadata = mx.load(str(path), return_metadata=True)
+    assert metadata == {"format": "mlx"}
+    for name, array in arrays.items():
+        assert loaded[name].dtype == array.dtype and loaded[name].shape == array.shape, name
+        assert mx.array_equal(loaded[name], array).item(), name
+
+
+@pytest.mark.model
+def test_a_conversion_reports_each_tensor(gguf_path: Path, tmp_path: Path) -> None:
+    from ddx_llm.plugins.mlx_models.progress import CONVERT
+
+    seen = []
+    convert_gguf(gguf_path, tmp_path / "smol", progress=seen.append)
+    reading, *writing = seen
+    assert (reading.phase, reading.total, reading.bytes_total) == (
+        CONVERT, 0, gguf_path.stat().st_size
+    )  # fmt: skip
+    assert reading.step == f"reading {gguf_path.name}"
+    assert [p.done for p in writing] == list(range(695))
+    assert all(p.total == 694 and p.step == "writing tensors" for p in writing)
+    weights = (tmp_path / "smol" / "model.safetensors").stat().st_size
+    assert writing[-1].bytes_done == writing[-1].bytes_total > 0.99 * weights
+    assert [p.bytes_done for p in writing] == sorted(p.bytes_done for p in writing)
+    assert [p.elapsed for p in seen] == sorted(p.elapsed for p in seen)
+    assert writing[-1].fraction == 1.0 and writing[-1].finished
+
+
+@pytest.mark.model
+def test_ddx_llm_convert_shows_progress(gguf_path: Path, tmp_path: Path) -> None:
+    """Lines on a pipe (as in CI), a bar redrawn in place on a terminal; the folder on stdout."""
+    command = [sys.executable, "-m", "ddx_llm.cli", "convert", str(gguf_path)]
+    piped = subprocess.run(
+        [*command, str(tmp_path / "piped")], capture_output=True, text=True, timeout=120
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == f"{tmp_path / 'piped'}\n"
+    lines = piped.stderr.splitlines()
+    assert lines[0].startswith(f"convert: reading {gguf_path.name}: 98.4 MB, ")
+    assert lines[-1].startswith("convert: writing tensors: 694/694 tensors, 98.3/98.3 MB, ")
+
+    parent, child = pty.openpty()
+    with os.fdopen(parent, "rb", buffering=0) as terminal:
+        done = subprocess.run(
+            [*command, str(tmp_path / "tty")], stderr=child, stdout=subprocess.PIPE, timeout=120
+        )
+        os.close(child)
+        shown = b""
+        with contextlib.suppress(OSError):  # EIO once the child's end is closed and drained
+            while chunk := terminal.read(65536):
+                shown += chunk
+    assert done.returncode == 0
+    redraws = shown.decode().replace("\r\n", "\n").split("\r")  # the tty adds \r to \n
+    assert redraws[1].startswith("convert [" + "." * 28 + "]   0% reading ")
+    assert redraws[-1].startswith("convert [" + "#" * 28 + "] 100% writing tensors: 694/694")
