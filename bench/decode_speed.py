@@ -55,8 +55,16 @@ def start_server(models_dir: Path, worker: str, log: Path) -> tuple[subprocess.P
         "DDX_LLM_MODELS_DIR": str(models_dir),
         "DDX_LLM_LOG_LEVEL": "WARNING",
     }
-    command = [sys.executable, "-m", "hypercorn", "-k", worker, "--bind", f"127.0.0.1:{port}",
-               "ddx_llm:app"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "hypercorn",
+        "-k",
+        worker,
+        "--bind",
+        f"127.0.0.1:{port}",
+        "ddx_llm:app",
+    ]
     process = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
     )
@@ -166,8 +174,10 @@ def main() -> None:
         process.wait(15)
     service_tps = statistics.median(run[0] for run in service)
     inprocess_tps = statistics.median(run[0] for run in inprocess)
-    print(f"model {MODEL}, {args.tokens} tokens a completion, {args.repeats} runs each, "
-          f"hypercorn -k {args.worker}")  # fmt: skip
+    print(
+        f"model {MODEL}, {args.tokens} tokens a completion, {args.repeats} runs each, "
+        f"hypercorn -k {args.worker}"
+    )
     print(f"same greedy text on both sides: {len(texts) == 1}")
     for label, tps, runs in (
         ("service", service_tps, service),
@@ -175,8 +185,10 @@ def main() -> None:
     ):
         print(f"{label:<11} decode tokens/s: {tps:6.2f}  runs {[round(r[0], 2) for r in runs]}")
     print(f"ratio service / in process: {service_tps / inprocess_tps:.3f}")
-    print(f"/health during a generation: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
-          f"({busy}/{args.health_calls} calls while the worker was busy)")  # fmt: skip
+    print(
+        f"/health during a generation: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
+        f"({busy}/{args.health_calls} calls while the worker was busy)"
+    )
 
 
 if __name__ == "__main__":

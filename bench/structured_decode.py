@@ -50,8 +50,14 @@ STORY_FORMAT = {"type": "json_schema", "json_schema": {"name": "story", "schema"
 
 def stream_run(url: str, tokens: int, constrained: bool) -> dict:
     """One streamed greedy completion: decode tokens/s, completion tokens, text."""
-    body = {"model": MODEL, "messages": MESSAGES, "temperature": 0, "max_tokens": tokens,
-            "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
+    body = {
+        "model": MODEL,
+        "messages": MESSAGES,
+        "temperature": 0,
+        "max_tokens": tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     if constrained:
         body["response_format"] = STORY_FORMAT
     times, text, usage = [], [], None
@@ -77,8 +83,10 @@ def side_by_side(url: str, tokens: int, neighbour_constrained: bool) -> tuple[fl
     def run(index: int, constrained: bool) -> None:
         results[index] = stream_run(url, tokens, constrained)
 
-    threads = [threading.Thread(target=run, args=(0, False)),
-               threading.Thread(target=run, args=(1, neighbour_constrained))]  # fmt: skip
+    threads = [
+        threading.Thread(target=run, args=(0, False)),
+        threading.Thread(target=run, args=(1, neighbour_constrained)),
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -117,8 +125,13 @@ def large_schema(properties: int = 100) -> dict:
     for i in range(properties):
         kind = json.loads(json.dumps(kinds[i % len(kinds)]).replace("item{}", f"item{i % 10}"))
         props[f"field_{i:03d}"] = kind
-    return {"$defs": defs, "type": "object", "properties": props,
-            "required": list(props)[: properties // 2], "additionalProperties": False}  # fmt: skip
+    return {
+        "$defs": defs,
+        "type": "object",
+        "properties": props,
+        "required": list(props)[: properties // 2],
+        "additionalProperties": False,
+    }
 
 
 def compile_figures(tokenizer) -> dict:
@@ -148,9 +161,13 @@ def compile_figures(tokenizer) -> dict:
         started = time.perf_counter()
         compiled.processor()
         copies.append(time.perf_counter() - started)
-    return {"schema_bytes": len(json.dumps(schema)), "ll_tokenizer_s": ll_s, "cold_s": cold_s,
-            "cached_ms": statistics.median(cached) * 1000,
-            "copy_ms": statistics.median(copies) * 1000}  # fmt: skip
+    return {
+        "schema_bytes": len(json.dumps(schema)),
+        "ll_tokenizer_s": ll_s,
+        "cold_s": cold_s,
+        "cached_ms": statistics.median(cached) * 1000,
+        "copy_ms": statistics.median(copies) * 1000,
+    }
 
 
 def mask_figures(tokenizer) -> dict:
@@ -163,10 +180,25 @@ def mask_figures(tokenizer) -> dict:
     from ddx_llm.schemas import ChatCompletionRequest
 
     schema = large_schema(12)
-    instance = {f"field_{i:03d}": v for i, v in enumerate(
-        ["Paris", 12, 3.5, True, {"id": "AB-1234", "kind": "kind_4_3", "count": 7, "tags": ["a"],
-         "note": None}, [{"id": "CD-0001", "kind": "kind_5_0", "count": 0}], "2024-06-01",
-         "green", "Lyon", -4, 0.25, False])}  # fmt: skip
+    instance = {
+        f"field_{i:03d}": v
+        for i, v in enumerate(
+            [
+                "Paris",
+                12,
+                3.5,
+                True,
+                {"id": "AB-1234", "kind": "kind_4_3", "count": 7, "tags": ["a"], "note": None},
+                [{"id": "CD-0001", "kind": "kind_5_0", "count": 0}],
+                "2024-06-01",
+                "green",
+                "Lyon",
+                -4,
+                0.25,
+                False,
+            ]
+        )
+    }
     text = json.dumps(instance, separators=(",", ":"))
     request = ChatCompletionRequest(
         messages=[{"role": "user", "content": "x"}],
@@ -187,10 +219,13 @@ def mask_figures(tokenizer) -> dict:
     mx.eval(processor(mx.array(context), logits))  # feeds the end token
     assert processor.error is None and processor.matcher.is_stopped(), processor.error
     times.sort()
-    return {"tokens": len(tokens), "mean_ms": statistics.fmean(times) * 1000,
-            "p50_ms": times[len(times) // 2] * 1000,
-            "p99_ms": times[max(0, int(len(times) * 0.99) - 1)] * 1000,
-            "matcher_ms": processor.mask_ms}  # fmt: skip
+    return {
+        "tokens": len(tokens),
+        "mean_ms": statistics.fmean(times) * 1000,
+        "p50_ms": times[len(times) // 2] * 1000,
+        "p99_ms": times[max(0, int(len(times) * 0.99) - 1)] * 1000,
+        "matcher_ms": processor.mask_ms,
+    }
 
 
 def main() -> None:
@@ -232,15 +267,19 @@ def main() -> None:
     print(f"model {MODEL}, {args.tokens} tokens a completion, {args.repeats} runs each, greedy")
     runs = [round(r["tps"], 2) for r in free]
     print(f"free        decode tokens/s: {free_tps:6.2f}  runs {runs}")
-    print(f"constrained decode tokens/s: {constrained_tps:6.2f}  runs "
-          f"{[round(r['tps'], 2) for r in constrained]}")  # fmt: skip
+    print(
+        f"constrained decode tokens/s: {constrained_tps:6.2f}  runs "
+        f"{[round(r['tps'], 2) for r in constrained]}"
+    )
     print(f"ratio constrained / free: {constrained_tps / free_tps:.3f} (target >= 0.9)")
     if batched:
         (free_a, free_b), (free_c, cons) = batched
         print(f"batch of 2, free + free:        {free_a:5.2f} + {free_b:5.2f} tokens/s")
         print(f"batch of 2, free + constrained: {free_c:5.2f} + {cons:5.2f} tokens/s")
-    print(f"service mask time per token (matcher + mask): {structured['mask_ms']} ms "
-          f"over {structured['sequences_done']} constrained completions")  # fmt: skip
+    print(
+        f"service mask time per token (matcher + mask): {structured['mask_ms']} ms "
+        f"over {structured['sequences_done']} constrained completions"
+    )
     print(
         f"in process, per token over {masks['tokens']} tokens of a 12-field instance: "
         f"processor call {masks['mean_ms']:.3f} ms mean, {masks['p50_ms']:.3f} p50, "

@@ -66,9 +66,12 @@ def wait_until(url: str, process: subprocess.Popen, log: Path, ready) -> None:
 def start(command: list[str], env: dict[str, str], name: str) -> subprocess.Popen:
     log = Path(tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")[1])
     process = subprocess.Popen(
-        command, cwd=ROOT, env={**os.environ, **env}, stdout=log.open("wb"),
+        command,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    )
     process.log = log  # type: ignore[attr-defined]
     return process
 
@@ -77,10 +80,15 @@ def start_ddx(models_dir: Path, **env: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     process = start(
         [sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{port}", "ddx_llm:app"],
-        {"DDX_LLM_CONF_DIR": str(ROOT / "conf"), "DDX_LLM_USE_REAL_MODEL": "1",
-         "DDX_LLM_MODELS_DIR": str(models_dir), "DDX_LLM_LOG_LEVEL": "WARNING", **env},
+        {
+            "DDX_LLM_CONF_DIR": str(ROOT / "conf"),
+            "DDX_LLM_USE_REAL_MODEL": "1",
+            "DDX_LLM_MODELS_DIR": str(models_dir),
+            "DDX_LLM_LOG_LEVEL": "WARNING",
+            **env,
+        },
         "ddx",
-    )  # fmt: skip
+    )
     url = f"http://127.0.0.1:{port}"
     wait_until(url + "/readyz", process, process.log, lambda r: r.status_code == 200)
     return process, url
@@ -89,11 +97,20 @@ def start_ddx(models_dir: Path, **env: str) -> tuple[subprocess.Popen, str]:
 def start_mlx_lm(folder: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     process = start(
-        [sys.executable, "-m", "mlx_lm.server", "--model", str(folder), "--port", str(port),
-         "--log-level", "WARNING"],
+        [
+            sys.executable,
+            "-m",
+            "mlx_lm.server",
+            "--model",
+            str(folder),
+            "--port",
+            str(port),
+            "--log-level",
+            "WARNING",
+        ],
         {"HF_HUB_OFFLINE": "1"},
         "mlx-lm",
-    )  # fmt: skip
+    )
     url = f"http://127.0.0.1:{port}"
     wait_until(url + "/v1/models", process, process.log, lambda r: r.status_code == 200)
     return process, url
@@ -101,8 +118,13 @@ def start_mlx_lm(folder: Path) -> tuple[subprocess.Popen, str]:
 
 def stream(url: str, messages: list[dict], tokens: int) -> dict:
     """One streamed greedy completion: text, completion tokens, TTFT and end time."""
-    body = {"messages": messages, "temperature": 0, "max_tokens": tokens, "stream": True,
-            "stream_options": {"include_usage": True}}  # fmt: skip
+    body = {
+        "messages": messages,
+        "temperature": 0,
+        "max_tokens": tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     started, first, text, usage = time.perf_counter(), None, [], None
     with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=600) as response:
         response.raise_for_status()
@@ -152,8 +174,10 @@ def health(url: str) -> dict:
 
 
 def mb(figures: dict) -> str:
-    return (f"active {figures['active_mb']:6.1f}  cache {figures['cache_mb']:5.1f}  "
-            f"rss {figures['rss_mb']:6.1f} MB")  # fmt: skip
+    return (
+        f"active {figures['active_mb']:6.1f}  cache {figures['cache_mb']:5.1f}  "
+        f"rss {figures['rss_mb']:6.1f} MB"
+    )
 
 
 def bench_swaps(url: str, folder: Path, swaps: int) -> None:
@@ -170,16 +194,22 @@ def bench_swaps(url: str, folder: Path, swaps: int) -> None:
         bare_ms.append((time.perf_counter() - started) * 1000)
         del model, tokenizer
     swap, bare = statistics.median(swap_ms), statistics.median(bare_ms)
-    print(f"\n1. load: swap (drain + unload + load) median {swap:.0f} ms {swap_ms}; bare "
-          f"mlx_lm.load median {bare:.0f} ms; ratio swap / bare {swap / bare:.2f}")  # fmt: skip
+    print(
+        f"\n1. load: swap (drain + unload + load) median {swap:.0f} ms {swap_ms}; bare "
+        f"mlx_lm.load median {bare:.0f} ms; ratio swap / bare {swap / bare:.2f}"
+    )
     mlx = health(url)["mlx"]
     unload = mlx["last_unload"]
-    print(f"2. memory around the last swap (unloaded {unload['model']} in "
-          f"{unload['unload_ms']:.0f} ms, the rest of the swap is the load):")  # fmt: skip
-    for label, figures in (("old model resident", unload["resident"]),
-                           ("old model dropped", unload["dropped"]),
-                           ("memory released", unload["released"]),
-                           ("new model resident", mlx["memory"])):  # fmt: skip
+    print(
+        f"2. memory around the last swap (unloaded {unload['model']} in "
+        f"{unload['unload_ms']:.0f} ms, the rest of the swap is the load):"
+    )
+    for label, figures in (
+        ("old model resident", unload["resident"]),
+        ("old model dropped", unload["dropped"]),
+        ("memory released", unload["released"]),
+        ("new model resident", mlx["memory"]),
+    ):
         print(f"   {label:<20} {mb(figures)}")
 
 
@@ -195,19 +225,26 @@ def bench_throughput(ddx: str, mlx_lm: str, tokens: int, rounds: int) -> None:
                 tps, texts[name] = aggregate(url, concurrency, tokens)
                 runs[name].append(tps)
         ours, theirs = (statistics.median(runs[n]) for n in ("ddx-llm", "mlx_lm.server"))
-        print(f"   concurrency {concurrency}: ddx-llm {ours:6.2f} tok/s  mlx_lm.server "
-              f"{theirs:6.2f} tok/s  ratio {ours / theirs:.2f}  same greedy text: "
-              f"{texts['ddx-llm'] == texts['mlx_lm.server']}")  # fmt: skip
+        print(
+            f"   concurrency {concurrency}: ddx-llm {ours:6.2f} tok/s  mlx_lm.server "
+            f"{theirs:6.2f} tok/s  ratio {ours / theirs:.2f}  same greedy text: "
+            f"{texts['ddx-llm'] == texts['mlx_lm.server']}"
+        )
 
 
 def second_turn_ttft(url: str, conversations: int) -> tuple[float, int]:
     ttfts = []
     for index in range(conversations):
-        turn1 = [{"role": "system", "content": ""},
-                 {"role": "user", "content": f"({index + 1}) {LONG_TURN}"}]  # fmt: skip
+        turn1 = [
+            {"role": "system", "content": ""},
+            {"role": "user", "content": f"({index + 1}) {LONG_TURN}"},
+        ]
         answer = stream(url, turn1, 16)["text"]
-        turn2 = [*turn1, {"role": "assistant", "content": answer},
-                 {"role": "user", "content": "And if I only have five days?"}]  # fmt: skip
+        turn2 = [
+            *turn1,
+            {"role": "assistant", "content": answer},
+            {"role": "user", "content": "And if I only have five days?"},
+        ]
         ttfts.append(stream(url, turn2, 2)["ttft"])
     return statistics.median(ttfts), health(url)["mlx"]["prompt_tokens_processed"]
 
@@ -244,10 +281,12 @@ def main() -> None:
         before = health(ddx_url)["mlx"].get("prompt_tokens_processed", 0)
         cached, processed = second_turn_ttft(ddx_url, args.conversations)
         uncached, processed_without = second_turn_ttft(no_cache_url, args.conversations)
-        print(f"4. second-turn TTFT, median of {args.conversations} conversations: with the "
-              f"prompt cache {cached:.2f} s, without {uncached:.2f} s, ratio "
-              f"{uncached / cached:.1f}x; prompt tokens processed {processed - before} versus "
-              f"{processed_without}")  # fmt: skip
+        print(
+            f"4. second-turn TTFT, median of {args.conversations} conversations: with the "
+            f"prompt cache {cached:.2f} s, without {uncached:.2f} s, ratio "
+            f"{uncached / cached:.1f}x; prompt tokens processed {processed - before} versus "
+            f"{processed_without}"
+        )
     finally:
         for process in servers:
             process.terminate()
