@@ -9,7 +9,6 @@ background, so ``/health`` answers ``loading`` at once.
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -223,8 +222,6 @@ def _lifespan(
         async with AsyncExitStack() as stack:
             for manager in managers:
                 await stack.enter_async_context(manager)
-            stack.callback(gc.unfreeze)
-            settle_heap()
             async with anyio.create_task_group() as tg:
                 await tg.start(context.host.start)
                 yield
@@ -233,17 +230,6 @@ def _lifespan(
                 await context.host.close()
 
     return lifespan
-
-
-def settle_heap() -> None:
-    """Once started: collect the start-up garbage, then move every object alive — modules,
-    schemas, the app, the plugins: about 100,000 objects, alive as long as the process — to
-    the collector's permanent generation (``gc.freeze``).  Later collections, automatic ones
-    while requests run and the one a model unload makes, no longer walk them: a full collection
-    took 50 ms here (a latency spike on whichever request triggers it; a fifth of a model swap)
-    and takes about 1 ms after.  ``gc.unfreeze`` at shutdown hands them back."""
-    gc.collect()
-    gc.freeze()
 
 
 def configure_logging(level: str) -> None:
