@@ -216,7 +216,9 @@ def test_a_stopped_worker_takes_no_jobs_and_releases_the_model(worker, mlx_model
     assert released is not None
     assert released["released"]["cache_mb"] == 0
     assert released["released"]["active_mb"] < loaded["active_mb"] - 0.95 * weights
-    assert released["released"]["rss_mb"] < loaded["rss_mb"] - 0.8 * weights
+    # RSS is process-wide and the allocator keeps some freed pages: most, not all, come back
+    # (0.76-0.9 of the weights measured here); MLX's own figure above is the exact one
+    assert released["released"]["rss_mb"] < loaded["rss_mb"] - 0.7 * weights
 
 
 LONG_STEP = 0.3
