@@ -27,7 +27,8 @@ from ddx_llm.routing import Route
 from .create import create_response
 from .openapi import amend
 from .settings import SECTION, ResponsesSettings
-from .store import StoreUnavailable, open_store
+from .storage import open_store
+from .store import StoreUnavailable
 from .stored import delete_response, list_input_items, retrieve_response
 
 logger = logging.getLogger("ddx_llm.plugins.responses")

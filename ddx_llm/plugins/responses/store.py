@@ -1,4 +1,4 @@
-"""Stored responses: the record, the storage contract, and choosing a storage from settings.
+"""Stored responses: the record and the storage contract (:mod:`.storage` chooses one).
 
 A :class:`StoredResponse` is self-contained: the Response object and the conversation that led
 to it (``input_items``: the previous response's context and output, then this request's input),
@@ -127,16 +127,3 @@ class ThreadedStore:
 
     def describe(self) -> str:
         raise NotImplementedError
-
-
-def open_store(settings: ResponsesSettings, project_path: Any) -> ThreadedStore:
-    """The storage the settings name: Redis for a ``storage_uri``, else SQLite in
-    ``data_dir`` (made absolute with ``project_path``, ``Settings.resolve_path``).  Nothing is
-    opened yet: the first call (or :meth:`ThreadedStore.check`) connects."""
-    if settings.storage_uri:
-        from .redis_store import RedisStore
-
-        return RedisStore(settings)
-    from .sqlite_store import SqliteStore
-
-    return SqliteStore(settings, project_path(settings.data_dir))

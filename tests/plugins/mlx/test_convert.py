@@ -21,10 +21,8 @@ import pytest
 from support import ROOT, require_module
 
 from ddx_llm.plugins.mlx_models import bundled, convert
-from ddx_llm.plugins.mlx_models.convert import (
-    ConversionError,
-    convert_gguf,
-    is_complete,
+from ddx_llm.plugins.mlx_models.convert import ConversionError, convert_gguf, is_complete
+from ddx_llm.plugins.mlx_models.llama_layout import (
     llama_config,
     map_tensor_name,
     quantization_config,

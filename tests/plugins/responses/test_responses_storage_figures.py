@@ -16,7 +16,8 @@ import pytest
 from tools.redis_server import redis_server, redis_url  # noqa: F401 (fixtures)
 
 from ddx_llm.plugins.responses.settings import ResponsesSettings
-from ddx_llm.plugins.responses.store import StoredResponse, open_store
+from ddx_llm.plugins.responses.storage import open_store
+from ddx_llm.plugins.responses.store import StoredResponse
 
 pytestmark = pytest.mark.anyio
 

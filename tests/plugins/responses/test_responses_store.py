@@ -16,7 +16,8 @@ from tools.redis_server import redis_server, redis_url  # noqa: F401 (fixtures)
 from ddx_llm import testing
 from ddx_llm.errors import leaf_exception
 from ddx_llm.plugins.responses.settings import ResponsesSettings
-from ddx_llm.plugins.responses.store import StoredResponse, StoreUnavailable, open_store
+from ddx_llm.plugins.responses.storage import open_store
+from ddx_llm.plugins.responses.store import StoredResponse, StoreUnavailable
 
 pytestmark = pytest.mark.anyio
 
