@@ -29,6 +29,11 @@ REQUEST = ConfigDict(strict=True, allow_inf_nan=False)
 MAX_TOKENS = 2**31 - 1
 """Largest ``max_tokens`` accepted at all (a model's context window bounds it further)."""
 INT64 = 2**63
+SAMPLING_EXTENSIONS = ("top_k", "min_p")
+"""Chat request fields that are not OpenAI's (vLLM's and llama.cpp's servers take them): every
+API surface may hand them on as vendor fields."""
+MAX_TOP_K = 2**31 - 1
+"""Larger than any vocabulary: a top_k above the vocabulary's size keeps every token."""
 
 
 def _integral(value: Any) -> Any:
@@ -233,6 +238,18 @@ class ChatCompletionRequest(BaseModel):
     model: str | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
+    top_k: Integer(ge=0, le=MAX_TOP_K) | None = Field(
+        default=None,
+        description="Sample only from the k most likely tokens; 0 or absent: no limit "
+        "(an extension, as vLLM's and llama.cpp's servers).",
+    )
+    min_p: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Drop tokens less likely than min_p times the most likely one; 0 or "
+        "absent: off (an extension, as vLLM's and llama.cpp's servers).",
+    )
     max_tokens: Integer(ge=1, le=MAX_TOKENS) | None = None
     max_completion_tokens: Integer(ge=1, le=MAX_TOKENS) | None = None
     stop: Stops | None = Field(default=None, description="Up to 4 non-empty strings.")

@@ -196,7 +196,7 @@ def test_errors_are_the_sdk_classes(server):
     with pytest.raises(anthropic.NotFoundError) as unknown:
         client.messages.create(model="claude-nope", max_tokens=8, messages=USER)
     with pytest.raises(anthropic.BadRequestError) as top_k:
-        client.messages.create(model=MODEL, max_tokens=8, messages=USER, extra_body={"top_k": 5})
+        client.messages.create(model=MODEL, max_tokens=8, messages=USER, extra_body={"top_k": -1})
     with pytest.raises(anthropic.APIStatusError) as mid_stream:
         with client.messages.stream(
             model=MODEL, max_tokens=8, messages=USER, extra_body={"mock": {"scenario": "error"}}

@@ -2,10 +2,8 @@
 
 :func:`parse` validates a body into a :mod:`.request_schema` model (400 ``field: reason`` on the
 first bad field, every one in ``detail``); :func:`to_chat` translates it, refusing what no
-backend here can honour yet, each with the reason:
-
-- ``top_k``: no backend samples with top-k (``temperature`` and ``top_p`` are honoured);
-- a final ``assistant`` message (prefill): the chat template would open a new turn after it.
+backend here can honour yet, with the reason: a final ``assistant`` message (prefill), after
+which the chat template would open a new turn.
 
 The translation: ``system`` becomes a system message; each Anthropic message becomes one chat
 message, except that a user turn's ``tool_result`` blocks become ``tool`` messages (before the
@@ -40,7 +38,6 @@ from .request_schema import (
 
 M = TypeVar("M", bound=BaseModel)
 
-NO_TOP_K = "no backend here samples with top-k yet; leave it out (temperature and top_p work)"
 NO_PREFILL = (
     "a final assistant turn (prefill) is not supported: the chat template would start a new "
     "turn after it; end with a user turn"
@@ -59,8 +56,6 @@ def parse(model: type[M], data: Any) -> M:
     (of the alternatives of a union, the one that got furthest into the value)."""
     if not isinstance(data, dict):
         raise RequestInvalid("the request body must be a JSON object")
-    if model is MessagesRequest and "top_k" in data:
-        raise refused("top_k", NO_TOP_K)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -116,6 +111,7 @@ def to_chat(request: Conversation) -> ChatCompletionRequest:
             max_tokens=request.max_tokens,
             temperature=request.temperature,
             top_p=request.top_p,
+            top_k=request.top_k,
             stream=request.stream,
             user=request.metadata.user_id if request.metadata else None,
         )

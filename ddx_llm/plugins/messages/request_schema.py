@@ -8,7 +8,7 @@ accepted — the roles' content blocks, the tool-choice and thinking kinds, the 
 the rules only words can state (:mod:`.request`): a final assistant turn is refused, a forced
 ``tool_choice`` names one of ``tools``, prompt plus ``max_tokens`` fit the context window.
 What this service cannot serve at all is refused with the reason: images, documents, built-in
-server tools, ``thinking`` ``disabled``, ``top_k`` (:func:`.request.parse`).
+server tools, ``thinking`` ``disabled``.
 
 ``cache_control`` is accepted wherever Anthropic allows it: prompt caching is automatic here
 (the mlx backend keeps processed prompts and reuses their shared prefix without being asked).
@@ -278,6 +278,9 @@ class MessagesRequest(Conversation):
     )
     temperature: float | None = Field(default=None, ge=0, le=1)
     top_p: float | None = Field(default=None, gt=0, le=1)
+    top_k: Integer | None = Field(
+        default=None, ge=0, description="Sample only from the k most likely tokens (0: no limit)."
+    )
     metadata: MetadataParam | None = None
     stream: bool = False
     service_tier: Literal["auto", "standard_only"] | None = Field(

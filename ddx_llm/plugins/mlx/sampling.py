@@ -6,8 +6,9 @@ MLX worker thread, so every array they create belongs to that thread.
 
 Mapping (mlx-lm 0.32 ``make_sampler`` / ``make_logits_processors``):
 
-- ``temperature`` → ``temp`` (0 is greedy); ``top_p`` → ``top_p``.  mlx-lm filters top-p on the
-  untempered distribution, then applies the temperature.
+- ``temperature`` → ``temp`` (0 is greedy); ``top_p``, ``min_p`` and ``top_k`` (extensions, as
+  vLLM's) → mlx-lm's filters of the same names, applied in mlx-lm's order (top-p, min-p, top-k)
+  on the untempered distribution, then the temperature.
 - ``presence_penalty`` / ``frequency_penalty`` → mlx-lm's processors of the same names (OpenAI's
   additive definitions, negative values allowed); they look at the last
   ``[mlx] penalty_context_size`` tokens, prompt included (mlx-lm's window, not the whole output).
@@ -33,6 +34,10 @@ class SamplingParams:
     max_tokens: int
     temperature: float
     top_p: float = 1.0
+    top_k: int = 0
+    """0: no top-k filter."""
+    min_p: float = 0.0
+    """0: no min-p filter."""
     seed: int | None = None
     logit_bias: tuple[tuple[int, float], ...] = ()
     presence_penalty: float | None = None
@@ -68,10 +73,15 @@ def sampling_params(
             "top_logprobs needs logprobs: true",
             detail=[_field("top_logprobs", "set logprobs to true to get top_logprobs")],
         )
+    top_k = request.top_k or 0
+    if top_k >= vocab_size:  # keeps every token; mlx-lm's filter refuses such a k
+        top_k = 0
     return SamplingParams(
         max_tokens=limit,
         temperature=default_temperature if request.temperature is None else request.temperature,
         top_p=1.0 if request.top_p is None else request.top_p,
+        top_k=top_k,
+        min_p=request.min_p or 0.0,
         seed=None if request.seed is None else request.seed % 2**64,
         logit_bias=_logit_bias(request.logit_bias or {}, vocab_size),
         presence_penalty=request.presence_penalty or None,
@@ -116,15 +126,20 @@ def build_sampler(params: SamplingParams) -> Any:
 
     top_p = params.top_p if params.top_p < 1.0 else 0.0  # 0 switches mlx-lm's top-p off
     if params.seed is None or params.temperature == 0:
-        return make_sampler(temp=params.temperature, top_p=top_p)
-    return seeded_sampler(params.seed, params.temperature, top_p)
+        return make_sampler(
+            temp=params.temperature, top_p=top_p, min_p=params.min_p, top_k=params.top_k
+        )
+    return seeded_sampler(params.seed, params.temperature, top_p, params.min_p, params.top_k)
 
 
-def seeded_sampler(seed: int, temperature: float, top_p: float) -> Any:
-    """mlx-lm's categorical sampling (top-p on the untempered distribution, then the
-    temperature) drawing from a private key chain that starts at ``seed``."""
+def seeded_sampler(
+    seed: int, temperature: float, top_p: float, min_p: float = 0.0, top_k: int = 0
+) -> Any:
+    """mlx-lm's categorical sampling (its filters on the untempered distribution in its order:
+    top-p, min-p, top-k; then the temperature) drawing from a private key chain that starts at
+    ``seed``."""
     import mlx.core as mx
-    from mlx_lm.sample_utils import apply_top_p
+    from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p
 
     key = mx.random.key(seed)
 
@@ -133,6 +148,10 @@ def seeded_sampler(seed: int, temperature: float, top_p: float) -> Any:
         key, draw = mx.random.split(key)
         if 0 < top_p < 1:
             logprobs = apply_top_p(logprobs, top_p)
+        if min_p > 0:
+            logprobs = apply_min_p(logprobs, min_p)
+        if top_k > 0:
+            logprobs = apply_top_k(logprobs, top_k)
         return mx.random.categorical(logprobs * (1.0 / temperature), key=draw)
 
     return sample

@@ -18,6 +18,7 @@ from typing import Any
 
 from ddx_llm.errors import RequestInvalid
 from ddx_llm.schemas import ChatCompletionRequest
+from ddx_llm.schemas.request import SAMPLING_EXTENSIONS
 
 CHAT_PATH = "/v1/chat/completions"
 MODEL_CHOOSING_FIELDS = ("adapter_path", "draft_model", "draft-model")
@@ -84,9 +85,12 @@ def completion_limit(
 
 def upstream_body(chat: ChatCompletionRequest, folder: str, limit: int | None) -> dict[str, Any]:
     """The body forwarded upstream (module docstring).  Vendor fields the upstream reads
-    (``extra_body``, ``enable_thinking``) go along; with ``limit`` None it has no limit yet
-    (enough to count the prompt)."""
+    (``extra_body``, ``enable_thinking``) go along, ``top_k`` and ``min_p`` inside
+    ``extra_body``; with ``limit`` None it has no limit yet (enough to count the prompt)."""
     body = chat.model_dump(mode="json", exclude_none=True)
+    filters = {name: body.pop(name) for name in SAMPLING_EXTENSIONS if name in body}
+    if filters:  # the upstream's sampler reads them from a body field named extra_body
+        body["extra_body"] = {**(body.get("extra_body") or {}), **filters}
     body.pop("max_completion_tokens", None)
     body.pop("max_tokens", None)
     options = body.get("stream_options") or {}

@@ -6,7 +6,7 @@ boolean).  A field of OpenAI's Responses API that this service cannot honour is 
 never silently ignored.  A field that belongs to chat completions but not to the Responses API
 (``max_tokens``, ``messages``, ``stop`` …) is refused too, with the Responses field to use where
 there is one.  Any other unknown field is a vendor extension handed on to the backend, as on
-``/v1/chat/completions`` (``mock`` selects a mock scenario).
+``/v1/chat/completions`` (``mock`` selects a mock scenario; ``top_k`` and ``min_p`` sample).
 
 ``input`` is kept as raw JSON here; :mod:`.items` validates it item by item, so that an error
 names the item (``input.2.content.0``).
@@ -21,6 +21,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from ddx_llm.api.json_body import parse_as
 from ddx_llm.errors import RequestInvalid, validation_detail
 from ddx_llm.schemas import ChatCompletionRequest
+from ddx_llm.schemas.request import SAMPLING_EXTENSIONS
 
 M = TypeVar("M", bound=BaseModel)
 LOGPROBS = "message.output_text.logprobs"
@@ -189,7 +190,7 @@ def parse_request(body: Any) -> ResponsesRequest:
     for field, value in request.vendor_fields().items():
         if field in REFUSED and value is not None:
             raise refuse(field, REFUSED[field])
-        if field in ChatCompletionRequest.model_fields:
+        if field in ChatCompletionRequest.model_fields and field not in SAMPLING_EXTENSIONS:
             hint = CHAT_ONLY.get(field, "use /v1/chat/completions for it")
             raise refuse(field, f"not a field of the Responses API; {hint}")
     _check_options(request)

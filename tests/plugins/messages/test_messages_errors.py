@@ -42,7 +42,7 @@ def serve(tmp_path: Path, **sections: dict):
         ),
         (ask(temperature=1.5), "temperature", "less than or equal to 1"),
         (ask(frequency_penalty=1), "frequency_penalty", "Extra inputs are not permitted"),
-        (ask(top_k=5), "top_k", "top-k"),
+        (ask(top_k=-1), "top_k", "greater than or equal to 0"),
         (ask(tool_choice={"type": "tool"}), "tool_choice.name", "Field required"),
         (ask(tool_choice={"type": "any"}), "tool_choice", "tools"),
         (ask(thinking={"type": "disabled"}), "thinking", "switched off"),

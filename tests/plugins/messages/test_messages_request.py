@@ -24,6 +24,7 @@ def test_fields_that_map_one_to_one():
     request = chat(
         temperature=0.2,
         top_p=0.9,
+        top_k=40,
         stream=True,
         metadata={"user_id": "u-1"},
         mock={"scenario": "echo"},
@@ -35,6 +36,7 @@ def test_fields_that_map_one_to_one():
         0.2,
         0.9,
     )
+    assert request.top_k == 40
     assert request.stream and request.user == "u-1"
     assert request.model_extra["mock"] == {"scenario": "echo"}
     assert request.stop is None  # matched by the surface, which reports which one stopped

@@ -172,6 +172,18 @@ async def test_seed_makes_sampling_reproducible(mlx_conf):
     assert answers[0]["usage"]["completion_tokens"] <= 3
 
 
+async def test_top_k_one_is_greedy_whatever_the_temperature(mlx_conf):
+    """top_k 1 keeps only the most likely token: a hot, unseeded sampler then gives the greedy
+    answer, token for token (and min_p 1 does the same)."""
+    greedy = {"messages": SHORT_CHAT, "temperature": 0, "max_tokens": 4}
+    async with running_app(mlx_conf) as (_, client):
+        expected = (await client.post(CHAT, json=greedy)).json()["choices"][0]["message"]
+        for narrow in ({"top_k": 1}, {"min_p": 1.0}):
+            hot = {**greedy, "temperature": 2.0, **narrow}
+            answer = (await client.post(CHAT, json=hot)).json()["choices"][0]["message"]
+            assert answer["content"] == expected["content"], narrow
+
+
 async def test_closing_the_generation_stops_the_worker_within_a_token(mlx_conf):
     from ddx_llm.events import RequestInfo
     from ddx_llm.schemas import ChatCompletionRequest

@@ -83,3 +83,25 @@ def test_processors_apply_bias_and_openai_penalties():
     assert values[3] == pytest.approx(-1.0 - 1.5)  # presence once, frequency per occurrence
     assert values[5] == pytest.approx(-1.0 - 0.5)
     assert values[0] == 0
+
+
+def test_top_k_and_min_p_reach_the_sampler_and_a_k_past_the_vocabulary_keeps_every_token():
+    p = params(top_k=40, min_p=0.05)
+    assert (p.top_k, p.min_p) == (40, 0.05)
+    assert (params().top_k, params().min_p) == (0, 0.0)
+    assert params(top_k=500).top_k == 0  # the vocabulary has 500 tokens: nothing to cut
+    assert params(top_k=499).top_k == 499
+
+
+@pytest.mark.parametrize("seed", [None, 7])
+def test_top_k_and_min_p_keep_only_the_tokens_they_allow(seed):
+    """Sampled many times at a high temperature from one distribution: top_k 2 draws only the
+    two most likely tokens; min_p 0.5 only those at least half as likely as the best; seeded
+    or not (the seeded sampler applies the same filters)."""
+    mx = require_module("mlx.core")
+    probabilities = mx.array([[0.05, 0.4, 0.05, 0.3, 0.05, 0.15]])
+    logprobs = mx.log(probabilities)
+    for fields, allowed in (({"top_k": 2}, {1, 3}), ({"min_p": 0.5}, {1, 3}), ({}, set(range(6)))):
+        sampler = build_sampler(params(temperature=2.0, seed=seed, **fields))
+        drawn = {sampler(logprobs).item() for _ in range(300)}
+        assert drawn == allowed, (fields, drawn)

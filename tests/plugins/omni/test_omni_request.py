@@ -137,3 +137,12 @@ def test_the_upstream_scope_carries_nothing_of_our_client():
     assert scope["asgi"]["spec_version"] == "2.4"
     assert dict(scope["headers"])[b"content-length"] == b"123"
     assert scope["client"] is None and scope["state"] == {}
+
+
+def test_top_k_and_min_p_go_where_the_upstream_reads_them():
+    """The upstream router takes its sampler's top_k and min_p from a body field named
+    extra_body; a client's own extra_body fields are kept beside them."""
+    body = upstream_body(chat(top_k=40, min_p=0.05, extra_body={"xtc_probability": 0.1}), FOLDER, 5)
+    assert body["extra_body"] == {"xtc_probability": 0.1, "top_k": 40, "min_p": 0.05}
+    assert "top_k" not in body and "min_p" not in body
+    assert "extra_body" not in upstream_body(chat(), FOLDER, 5)
