@@ -167,7 +167,7 @@ def test_the_configmap_is_a_valid_ddx_llm_conf(tmp_path, monkeypatch):
     monkeypatch.setenv("DDX_LLM_PLUGINS_DIR", str(ROOT / "plugins"))  # the image's /opt/ddx-llm
     app = create_app(conf).context
     assert app.backend.name == "mlx"
-    assert app.settings.section("completions").prompt == "template"
+    assert app.settings.section("completions").prompt == "raw"
     assert app.settings.section("metrics").vllm_names is True
     assert "/v1/completions" in [getattr(r, "path", None) for r in app.routes]
     pod_labels = one("Deployment", "ddx-llm")["spec"]["template"]["metadata"]["labels"]

@@ -16,15 +16,15 @@ requests, so the prompt travels as the one user message of a chat request, and
 - ``"raw"`` (default): the prompt as it is — OpenAI's and vLLM's meaning.  The chat request is
   marked with the vendor field ``raw_prompt: true``; it needs a backend that takes raw prompts:
   one that declares ``raw_prompts = True`` (it then gives that message's text to the model
-  without a chat template), or one without real models (``real_model_mode = False``: the mock,
-  which has no template to apply and echoes the prompt).  Any other backend (``mlx`` and
-  ``omni`` render every prompt through the model's chat template) stops start-up with a
+  without a chat template: ``mlx`` does), or one without real models (``real_model_mode =
+  False``: the mock, which has no template to apply and echoes the prompt).  Any other backend
+  (``omni`` renders every prompt through the model's chat template) stops start-up with a
   configuration error (exit 2) rather than answering completions as chat turns.
 - ``"template"``: the prompt as one user turn of the model's chat template — an explicit
   choice to serve completions on such a backend: a chat model then *answers* the prompt rather
   than continuing it.  A registry entry whose ``options.tokenizer_config.chat_template`` is
   ``{{ messages[0]['content'] }}`` (a base model: it has no chat template of its own) gives
-  the model the prompt as it is: true completions on ``mlx`` today.
+  the model the prompt as it is, on any backend.
 
 Settings (``[completions]``, env ``DDX_LLM_COMPLETIONS_<KEY>``): ``enabled``, ``prompt``.
 """

@@ -44,9 +44,8 @@ from .jobs import Job
 from .loading import load_model
 from .prompt import (
     check_request,
-    render_prompt,
+    prompt_tokens,
     request_template_kwargs,
-    template_messages,
     template_tools,
 )
 from .reasoning import ThinkSplitter, starts_thinking
@@ -94,6 +93,8 @@ class MlxBackend(BackendBase):
 
     name = "mlx"
     real_model_mode = True
+    raw_prompts = True
+    """A ``raw_prompt`` request's text is tokenized as it is (legacy completions)."""
 
     def __init__(self, app: AppContext) -> None:
         settings, registry = app.settings, app.settings.registry
@@ -240,7 +241,7 @@ class MlxBackend(BackendBase):
         use_tools: bool, wanted: Any, tools: Any, template_kwargs: dict[str, Any],
     ) -> Prepared:  # fmt: skip
         tokens = await anyio.to_thread.run_sync(
-            render_prompt, handle.tokenizer, template_messages(request), tools, template_kwargs
+            prompt_tokens, handle.tokenizer, request, tools, template_kwargs
         )
         grammar = None
         if wanted is not None:

@@ -4,6 +4,11 @@
 naming the field (never a silent ignore); :func:`template_messages` turns the OpenAI messages into
 what Hugging Face chat templates expect; :func:`render_prompt` applies the template with the
 tokenizer (``TokenizerWrapper.apply_chat_template``), so the token count is exact.
+
+A request marked with the vendor field ``raw_prompt: true`` (what the ``completions`` plugin
+sends for a legacy completion) is one user message whose text is the model's whole input: it is
+tokenized as it is, with the tokenizer's own special tokens (a BOS where the model has one), as
+vLLM tokenizes a completion prompt (:func:`raw_prompt_tokens`).
 """
 
 from __future__ import annotations
@@ -135,6 +140,38 @@ def render_prompt(
             detail=[{"field": "messages", "message": str(exc), "type": "template"}],
         ) from None
     return list(tokens)
+
+
+RAW_PROMPT = "raw_prompt"
+"""The vendor field that asks for the single message's text as the whole prompt."""
+
+
+def is_raw(request: ChatCompletionRequest) -> bool:
+    return (request.model_extra or {}).get(RAW_PROMPT) is True
+
+
+def raw_prompt_tokens(tokenizer: Any, request: ChatCompletionRequest) -> list[int]:
+    """The single user message's text, tokenized as it is (blocking: run it in a thread).
+    Anything else — several messages, content parts, tools — is a 422 naming the field."""
+    messages = request.messages
+    if len(messages) != 1 or messages[0].role != "user" or not isinstance(messages[0].content, str):
+        raise _invalid("messages", "a raw_prompt request is one user message with text content")
+    if request.tools:
+        raise _invalid("tools", "a raw_prompt request has no chat template to offer tools in")
+    return list(tokenizer.encode(messages[0].content))
+
+
+def prompt_tokens(
+    tokenizer: Any,
+    request: ChatCompletionRequest,
+    tools: list[dict[str, Any]] | None,
+    template_kwargs: dict[str, Any],
+) -> list[int]:
+    """The prompt's tokens: raw (:func:`raw_prompt_tokens`) or through the chat template
+    (:func:`render_prompt`).  Blocking: run it in a thread."""
+    if is_raw(request):
+        return raw_prompt_tokens(tokenizer, request)
+    return render_prompt(tokenizer, template_messages(request), tools, template_kwargs)
 
 
 def request_template_kwargs(request: ChatCompletionRequest) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from support import add_models, running_app, write_conf
 
 from ddx_llm import hookimpl
 from ddx_llm.backend import BackendBase, Delta, Prompt, Usage
-from ddx_llm.cli import main
 from ddx_llm.config import ConfigError
 from ddx_llm.factory import create_app
 from ddx_llm.plugins.completions import takes_raw_prompts
@@ -77,13 +76,22 @@ def test_who_takes_raw_prompts(declared, real, expected):
     assert takes_raw_prompts(Recording(declared, real)) is expected
 
 
-def test_raw_prompts_on_a_templating_backend_stop_start_up(conf_dir, capsys):
+def test_raw_prompts_on_a_templating_backend_stop_start_up(conf_dir):
+    """A backend with real models that does not declare raw prompts (omni, a third-party
+    one) renders every prompt through a chat template: start-up stops, naming the fix."""
+    conf_with(conf_dir, backend="recording")
+    offer = (("offer", Offer(Recording(raw_prompts=None))),)
+    with pytest.raises(
+        ConfigError, match=r'prompt = "raw": the recording backend renders every'
+    ) as caught:
+        create_app(conf_dir, extra_plugins=offer)
+    assert 'set prompt = "template"' in str(caught.value)
+
+
+def test_the_mlx_backend_takes_raw_prompts(conf_dir):
     conf_with(conf_dir, backend="mlx")
-    with pytest.raises(ConfigError, match=r'prompt = "raw": the mlx backend renders every'):
-        create_app(conf_dir)
-    # the command line says so in one line and exits 2, before anything listens
-    assert main(["--conf", str(conf_dir), "check"]) == 2
-    assert 'set prompt = "template"' in capsys.readouterr().err
+    app = create_app(conf_dir)
+    assert PATH in [getattr(route, "path", None) for route in app.context.routes]
 
 
 def test_off_it_asks_nothing_of_the_backend(conf_dir):
@@ -179,3 +187,35 @@ async def test_on_mlx_an_identity_template_gives_the_model_the_prompt_as_it_is(
     assert completion["usage"]["completion_tokens"] == 3
     assert completion["choices"][0]["finish_reason"] == "length"
     assert completion["choices"][0]["text"].strip()
+
+
+@pytest.mark.model
+async def test_on_mlx_a_raw_prompt_reaches_the_model_as_it_is(conf_dir, mlx_models_dir):
+    """``prompt = "raw"`` (the default) on mlx: the prompt is tokenized as it is — its token
+    count is the tokenizer's own count of the text, not the chat template's — and the model
+    continues it."""
+    from mlx_lm.utils import load_tokenizer
+
+    from ddx_llm.plugins.mlx_models.bundled import BUNDLED_MODEL_ID
+
+    write_conf(
+        conf_dir,
+        {
+            "core": {"backend": "mlx", "models_dir": str(mlx_models_dir)},
+            "completions": {"enabled": True},
+        },
+    )
+    tokenizer = load_tokenizer(mlx_models_dir / BUNDLED_MODEL_ID)
+    prompt = "The capital of France is"
+    async with running_app(conf_dir) as (_, client):
+        body = {"prompt": prompt, "max_tokens": 3, "temperature": 0}
+        response = await client.post(PATH, json=body)
+        # a chat client cannot send several messages as one raw prompt
+        chat = {"messages": [{"role": "user", "content": "a"}] * 2, "raw_prompt": True}
+        refused = await client.post("/v1/chat/completions", json=chat)
+    assert response.status_code == 200, response.text
+    completion = response.json()
+    assert completion["usage"]["prompt_tokens"] == len(tokenizer.encode(prompt))
+    assert completion["usage"]["completion_tokens"] == 3
+    assert completion["choices"][0]["text"].strip()
+    assert refused.status_code == 422 and refused.json()["detail"][0]["field"] == "messages"
