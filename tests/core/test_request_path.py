@@ -11,10 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ddx_llm import events
+from ddx_llm.api.chat import Observed, observe
 from ddx_llm.api.shaping import CompletionShaper
 from ddx_llm.backend import Delta, Usage
 from ddx_llm.errors import ModelUnavailable, Overloaded
-from ddx_llm.host import Admission, Drain
+from ddx_llm.host import Admission, Drain, Lease
 from ddx_llm.schemas import ChatCompletionChunk
 from ddx_llm.sse import answer_until_disconnect
 
@@ -133,6 +135,60 @@ async def test_an_answer_that_fails_raises_its_own_error_and_stops_the_watcher()
 
     with anyio.fail_after(1), pytest.raises(Overloaded):
         await answer_until_disconnect(client.receive, client.send, failing)
+
+
+async def test_a_send_that_fails_because_the_client_left_is_a_disconnect():
+    """Servers that raise on a send after the client left (uvicorn, the test client) tell of
+    it before the watcher hears ``http.disconnect``: the same as a disconnect, not an error."""
+    client = Client()
+    tried: list[str] = []
+
+    async def gone(message: dict) -> None:
+        tried.append(message["type"])
+        if message["type"] == "http.response.body":
+            raise OSError("the client disconnected")
+
+    async def two_events(send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await anyio.sleep(0.01)
+        await send({"type": "http.response.body", "body": b"a", "more_body": True})
+        await send({"type": "http.response.body", "body": b"b", "more_body": True})
+
+    with anyio.fail_after(1):
+        assert await answer_until_disconnect(client.receive, gone, two_events) is True
+    assert tried == ["http.response.start", "http.response.body"]
+
+
+async def test_deltas_closed_before_their_first_read_still_release_and_report():
+    """An async generator closed before it started never runs its ``finally``: the lease
+    taken before it would be kept (a swap would wait for it forever)."""
+    released: list[bool] = []
+    seen: list[events.Event] = []
+    info = events.RequestInfo("r1", None, "POST", "/v1/chat/completions", None)
+    closed: list[bool] = []
+
+    async def backend():
+        try:
+            yield Delta(content="never", tokens=1)
+        finally:
+            closed.append(True)
+
+    def make() -> Observed:
+        early: list[bool] = []
+        lease = Lease(None, None, lambda: released.append(True))
+        clock = events.TokenClock(seen.append, info, "m", 0.0)
+        generator = observe(
+            backend(), clock, seen.append, 3, lease=lease, drain=Drain(), early=early
+        )
+        return Observed(generator, early)
+
+    await make().aclose()
+    assert released == [True]
+    assert [(type(e).__name__, e.finish_reason) for e in seen] == [("RequestDone", "cancelled")]
+    read = make()
+    assert (await anext(read)).content == "never"
+    await read.aclose()
+    assert released == [True, True] and closed == [True]
 
 
 async def test_a_free_slot_is_taken_without_waiting_and_queues_are_fifo():
