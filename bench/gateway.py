@@ -83,8 +83,9 @@ def feature_plugins() -> list[str]:
     return [p["name"] for p in listed if "ddx_llm_backends" not in p["hooks"]]
 
 
-def start_ddx(worker: str, *, plugins: bool) -> Server:
-    env = {"DDX_LLM_CONF_DIR": str(CONF), "DDX_LLM_API_KEYS": API_KEY}
+def start_ddx(worker: str, *, plugins: bool, **extra: str) -> Server:
+    """ddx-llm on ``worker`` with the bench's API key; ``extra``: more environment."""
+    env = {"DDX_LLM_CONF_DIR": str(CONF), "DDX_LLM_API_KEYS": API_KEY, **extra}
     if not plugins:
         env["DDX_LLM_DISABLED_PLUGINS"] = ",".join(feature_plugins())
     name = "ddx" if plugins else "ddx-off"

@@ -208,6 +208,8 @@ def write(results: dict, folder: Path, markdown: Path) -> None:
     for what, measured, target, met in rows:
         lines.append(f"| {what} | {measured} | {target} | {met} |")
     lines.append("")
+    for part, why in results.get("failed_parts", {}).items():
+        lines += [f"Part `{part}` failed in this run: `{why}`.", ""]
     lines += machine_section(results)
     notes = BENCH / "notes.md"
     if notes.exists():
