@@ -59,7 +59,7 @@ def gateway_throughput(results: dict, folder: Path) -> tuple[Path, str]:
                 ax.bar(xs, values, width, color=COLORS[server], label=LABELS[server])
             for x, row in enumerate(rows):
                 ax.annotate(
-                    f"{row['ddx/bare']['rps']:.2f}",
+                    f"{row['ddx/bare']['rps'] or 0:.2f}",
                     (x, row["ddx"]["rps"]),
                     ha="center",
                     va="bottom",

@@ -83,8 +83,9 @@ def feature_plugins() -> list[str]:
     return [p["name"] for p in listed if "ddx_llm_backends" not in p["hooks"]]
 
 
-def start_ddx(worker: str, *, plugins: bool) -> Server:
-    env = {"DDX_LLM_CONF_DIR": str(CONF), "DDX_LLM_API_KEYS": API_KEY}
+def start_ddx(worker: str, *, plugins: bool, **extra: str) -> Server:
+    """ddx-llm on ``worker`` with the bench's API key; ``extra``: more environment."""
+    env = {"DDX_LLM_CONF_DIR": str(CONF), "DDX_LLM_API_KEYS": API_KEY, **extra}
     if not plugins:
         env["DDX_LLM_DISABLED_PLUGINS"] = ",".join(feature_plugins())
     name = "ddx" if plugins else "ddx-off"
@@ -152,25 +153,23 @@ def compare(
     seconds: float,
     progress=print,
 ) -> list[dict]:
-    """Every combination, the three servers taking turns; one row per measured run."""
+    """Every combination, the three servers taking turns; one row per measured run.  Servers
+    are started afresh for each route, so a server wedged by one route (streams cut by the
+    load generator's end) does not spoil the next; a run that gets no answer is a row with
+    ``failed`` (0 req/s), not the end of the part."""
     rows = []
     for worker in workers:
-        servers: dict[str, Server] = {}
-        try:
-            servers["ddx"] = start_ddx(worker, plugins=True)
-            if not _FIXTURE:
-                path = Path(tempfile.mkstemp(prefix="bench-fixture-", suffix=".json")[1])
-                path.write_text(json.dumps(capture(servers["ddx"].url)))
-                _FIXTURE.append(path)
-            servers["ddx-off"] = start_ddx(worker, plugins=False)
-            servers["bare"] = start_bare(worker, _FIXTURE[0])
-            for route in routes:
+        for route in routes:
+            servers = start_three(worker)
+            try:
                 for protocol in protocols:
                     for concurrency in concurrencies:
                         for index in range(rounds):
                             order = SERVERS[index % 3 :] + SERVERS[: index % 3]
                             for name in order:
-                                result = load(servers[name], route, protocol, concurrency, seconds)
+                                result = load_or_fail(
+                                    servers[name], route, protocol, concurrency, seconds
+                                )
                                 row = {
                                     "worker": worker,
                                     "route": route,
@@ -184,14 +183,45 @@ def compare(
                                 progress(
                                     f"  {worker:7} {route:6} {protocol:3} c{concurrency:<3} "
                                     f"r{index} {name:8} {result['rps']:8.0f} req/s  p99 "
-                                    f"{result['p99']:7.1f} ms  cpu/req "
+                                    f"{result['p99'] or 0:7.1f} ms  cpu/req "
                                     f"{result['cpu_ms_per_request'] or 0:.3f} ms  errors "
-                                    f"{result['errors']}"
+                                    f"{result['errors']}{'  FAILED' * bool(result.get('failed'))}"
                                 )
-        finally:
-            for server in servers.values():
-                server.stop()
+            finally:
+                for server in servers.values():
+                    server.stop()
     return rows
+
+
+def start_three(worker: str) -> dict[str, Server]:
+    """ddx-llm with its plugins, without them, and the bare app (ddx-llm's bytes captured
+    from the first ddx-llm started in this run)."""
+    servers: dict[str, Server] = {}
+    try:
+        servers["ddx"] = start_ddx(worker, plugins=True)
+        if not _FIXTURE:
+            path = Path(tempfile.mkstemp(prefix="bench-fixture-", suffix=".json")[1])
+            path.write_text(json.dumps(capture(servers["ddx"].url)))
+            _FIXTURE.append(path)
+        servers["ddx-off"] = start_ddx(worker, plugins=False)
+        servers["bare"] = start_bare(worker, _FIXTURE[0])
+    except BaseException:
+        for server in servers.values():
+            server.stop()
+        raise
+    return servers
+
+
+def load_or_fail(server: Server, route: str, protocol: str, concurrency: int, seconds: float):
+    """:func:`load`, or a failed row when the load generator got no answer at all."""
+    try:
+        return load(server, route, protocol, concurrency, seconds)
+    except RuntimeError as exc:
+        return {
+            "rps": 0.0, "p50": None, "p99": None, "errors": 0, "requests": 0,
+            "seconds": seconds, "cpu_ms_per_request": None, "cpu_share": None,
+            "failed": str(exc).splitlines()[0],
+        }  # fmt: skip
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -212,19 +242,29 @@ def summarize(rows: list[dict]) -> list[dict]:
             own = list(by[name].values())
             line[name] = {
                 "rps": statistics.median(r["rps"] for r in own),
-                "p99_ms": statistics.median(r["p99"] for r in own),
-                "p50_ms": statistics.median(r["p50"] for r in own),
-                "cpu_ms_per_request": statistics.median(r["cpu_ms_per_request"] for r in own),
+                "p99_ms": _median(r["p99"] for r in own),
+                "p50_ms": _median(r["p50"] for r in own),
+                "cpu_ms_per_request": _median(r["cpu_ms_per_request"] for r in own),
                 "errors": sum(r["errors"] for r in own),
+                "failed": sum(bool(r.get("failed")) for r in own),
             }
         for name in ("ddx", "ddx-off"):
-            rounds = [i for i in by["bare"] if i in by[name]]
+            rounds = [i for i in by["bare"] if i in by[name] and by["bare"][i]["rps"]]
             line[f"{name}/bare"] = {
-                "rps": statistics.median(by[name][i]["rps"] / by["bare"][i]["rps"] for i in rounds),
-                "p99": statistics.median(by[name][i]["p99"] / by["bare"][i]["p99"] for i in rounds),
+                "rps": _median(by[name][i]["rps"] / by["bare"][i]["rps"] for i in rounds),
+                "p99": _median(
+                    by[name][i]["p99"] / by["bare"][i]["p99"]
+                    for i in rounds
+                    if by[name][i]["p99"] and by["bare"][i]["p99"]
+                ),
             }
         lines.append(line)
     return lines
+
+
+def _median(values) -> float | None:
+    found = [v for v in values if v is not None]
+    return statistics.median(found) if found else None
 
 
 if __name__ == "__main__":  # a quick look: python bench/gateway.py asyncio chat h1 16

@@ -64,12 +64,24 @@ def gateway_section(results: dict) -> list[str]:
         lines.append(
             f"| {row['worker']} | {row['route']} | {row['protocol']} | {row['concurrency']} | "
             f"{bare['rps']:.0f} | {ddx['rps']:.0f} | {off['rps']:.0f} | "
-            f"**{row['ddx/bare']['rps']:.2f}** | {row['ddx-off/bare']['rps']:.2f} | "
-            f"{bare['p99_ms']:.1f} | {ddx['p99_ms']:.1f} | {row['ddx/bare']['p99']:.2f} | "
-            f"{bare['cpu_ms_per_request']:.3f} | {ddx['cpu_ms_per_request']:.3f} |"
+            f"**{fmt(row['ddx/bare']['rps'])}** | {fmt(row['ddx-off/bare']['rps'])} | "
+            f"{fmt(bare['p99_ms'], 1)} | {fmt(ddx['p99_ms'], 1)} | {fmt(row['ddx/bare']['p99'])} | "
+            f"{fmt(bare['cpu_ms_per_request'], 3)} | {fmt(ddx['cpu_ms_per_request'], 3)} |"
         )
     errors = sum(r["errors"] for r in results["gateway"]["rows"])
-    lines += ["", f"Errors (non-2xx or socket) over every run: {errors}.", ""]
+    failed = [r for r in results["gateway"]["rows"] if r.get("failed")]
+    lines += ["", f"Errors (non-2xx or socket) over every run: {errors}."]
+    if failed:
+        lines.append(
+            f"Runs that got no answer at all (0 req/s): {len(failed)} — "
+            + ", ".join(
+                f"{r['worker']} {r['route']} {r['protocol']} c{r['concurrency']} "
+                f"r{r['round']} {r['server']}"
+                for r in failed
+            )
+            + "."
+        )
+    lines.append("")
     profile = results["gateway"].get("profile") or {}
     if profile:
         names = [k for k, v in profile.items() if "areas" in v]
@@ -196,6 +208,8 @@ def write(results: dict, folder: Path, markdown: Path) -> None:
     for what, measured, target, met in rows:
         lines.append(f"| {what} | {measured} | {target} | {met} |")
     lines.append("")
+    for part, why in results.get("failed_parts", {}).items():
+        lines += [f"Part `{part}` failed in this run: `{why}`.", ""]
     lines += machine_section(results)
     notes = BENCH / "notes.md"
     if notes.exists():

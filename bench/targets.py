@@ -29,7 +29,8 @@ def _ratios(rows: list[dict], worker: str) -> str:
             if r["worker"] == worker and r["protocol"] == protocol
         ]
         if values:
-            parts.append(f"{protocol} " + " / ".join(f"{v:.2f}" for v in values))
+            shown = ("n/a" if v is None else f"{v:.2f}" for v in values)
+            parts.append(f"{protocol} " + " / ".join(shown))
     return f"{worker}: " + ", ".join(parts)
 
 
@@ -44,8 +45,8 @@ def gateway_rows(results: dict) -> list[tuple[str, str, str, str]]:
         found = _rows(results, route)
         if not found:
             continue
-        ratios = [r["ddx/bare"]["rps"] for r in found]
-        p99s += [r["ddx/bare"]["p99"] for r in found]
+        ratios = [r["ddx/bare"]["rps"] or 0.0 for r in found]  # no answer at all: 0
+        p99s += [r["ddx/bare"]["p99"] for r in found if r["ddx/bare"]["p99"] is not None]
         workers = sorted({r["worker"] for r in found})
         measured = "; ".join(_ratios(found, w) for w in workers)
         concurrencies = " / ".join(f"c{c}" for c in sorted({r["concurrency"] for r in found}))
@@ -68,8 +69,12 @@ def gateway_rows(results: dict) -> list[tuple[str, str, str, str]]:
         )
     chat = _rows(results, "chat")
     if chat:
-        ours = statistics.median(r["ddx"]["cpu_ms_per_request"] for r in chat)
-        bare = statistics.median(r["bare"]["cpu_ms_per_request"] for r in chat)
+        ours = statistics.median(
+            r["ddx"]["cpu_ms_per_request"] for r in chat if r["ddx"]["cpu_ms_per_request"]
+        )
+        bare = statistics.median(
+            r["bare"]["cpu_ms_per_request"] for r in chat if r["bare"]["cpu_ms_per_request"]
+        )
         rows.append(
             (
                 "CPU per non-streamed request (saturated core, median of the chat rows)",

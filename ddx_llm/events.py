@@ -187,12 +187,39 @@ class TokenClock:
 def deliver(hook: Any, event: Event, app: Any) -> None:
     """Give ``event`` to every ``ddx_llm_observe`` implementation; an observer's exception is
     logged, never raised, and never keeps the event from the others (a plain hook call stops at
-    the first exception)."""
-    for impl in hook.ddx_llm_observe.get_hookimpls():
-        arguments = {"event": event, "app": app}
+    the first exception).
+
+    How each implementation is called (which of ``event`` and ``app`` it takes) is worked out
+    once per set of implementations, not per event: events come several times per request."""
+    impls = hook.ddx_llm_observe.get_hookimpls()
+    key = tuple(impls)
+    calls = _CALLS.get(key)
+    if calls is None:
+        if len(_CALLS) > MAX_CALL_PLANS:
+            _CALLS.clear()
+        calls = _CALLS[key] = [_call_plan(impl) for impl in impls]
+    for function, takes, plugin in calls:
         try:
-            impl.function(**{name: arguments[name] for name in impl.argnames})
+            if takes is BOTH:
+                function(event, app)
+            elif takes is EVENT:
+                function(event)
+            else:
+                arguments = {"event": event, "app": app}
+                function(**{name: arguments[name] for name in takes})
         except Exception:
-            logger.exception(
-                "observer %s raised on %s; ignored", impl.plugin_name, type(event).__name__
-            )
+            logger.exception("observer %s raised on %s; ignored", plugin, type(event).__name__)
+
+
+BOTH = ("event", "app")
+EVENT = ("event",)
+MAX_CALL_PLANS = 256
+_CALLS: dict[tuple[Any, ...], list[tuple[Callable[..., Any], tuple[str, ...], str]]] = {}
+
+
+def _call_plan(impl: Any) -> tuple[Callable[..., Any], tuple[str, ...], str]:
+    """``(function, argument names, plugin name)``; the names are BOTH or EVENT themselves
+    when they say so, for an identity check per call."""
+    names = tuple(impl.argnames)
+    takes = BOTH if names == BOTH else EVENT if names == EVENT else names
+    return impl.function, takes, impl.plugin_name

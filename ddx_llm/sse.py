@@ -1,28 +1,39 @@
 """Server-sent events: stream chunks, end with ``[DONE]``, stop when the client leaves.
 
-:class:`EventStreamResponse` runs the body and a disconnect listener in one anyio task group (as
-Starlette's ``StreamingResponse`` does, but on anyio so it works on trio), and always
+:class:`EventStreamResponse` sends the body while watching for the client leaving
+(:func:`~ddx_llm.disconnect.answer_until_disconnect`: anyio, so it works on trio), and always
 ``aclose()``s its source — whether the stream ended, failed, or the client disconnected — so the
 backend's ``finally`` runs and no generation is left running.  A stream cut mid-way — by the
 drain at shutdown (an error its source raises) or by the server cancelling it (Hypercorn's own
 ``graceful_timeout``) — still ends with an in-band error event and ``[DONE]``.
+``run_until_disconnect``, ``answer_until_disconnect`` and ``wait_for_disconnect`` are
+:mod:`ddx_llm.disconnect`'s, kept importable from here.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import anyio
 from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
+from .disconnect import answer_until_disconnect, run_until_disconnect, wait_for_disconnect
 from .errors import ModelUnavailable
 
-logger = logging.getLogger(__name__)
+__all__ = [
+    "DONE",
+    "EventStreamResponse",
+    "answer_until_disconnect",
+    "encode_event",
+    "run_until_disconnect",
+    "wait_for_disconnect",
+]
 
-T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 DONE = b"data: [DONE]\n\n"
 CUT_SEND_SECONDS = 1.0
@@ -34,8 +45,11 @@ HEADERS = {
 }
 
 
-def encode_event(data: BaseModel | dict[str, Any] | str) -> bytes:
-    """One ``data: ...\\n\\n`` event; models are serialized with their own JSON rules."""
+def encode_event(data: BaseModel | dict[str, Any] | str | bytes) -> bytes:
+    """One ``data: ...\\n\\n`` event; models are serialized with their own JSON rules, bytes
+    are taken as the JSON text already encoded."""
+    if isinstance(data, bytes):
+        return b"data: " + data + b"\n\n"
     if isinstance(data, BaseModel):
         payload = data.model_dump_json()
     elif isinstance(data, dict):
@@ -47,50 +61,13 @@ def encode_event(data: BaseModel | dict[str, Any] | str) -> bytes:
     return b"data: " + payload.encode() + b"\n\n"
 
 
-async def wait_for_disconnect(receive: Receive) -> None:
-    """Return when the client has disconnected (the request body must already be read)."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
-async def run_until_disconnect(
-    receive: Receive, work: Callable[[], Awaitable[T]]
-) -> tuple[T | None, bool]:
-    """Run ``work()`` and cancel it if the client disconnects first.
-
-    Returns ``(result, False)`` when the work finished, ``(None, True)`` when the client left.
-    An exception of ``work()`` is raised as it is (not wrapped in an exception group).
-    """
-    result: T | None = None
-    completed = False
-    error: Exception | None = None
-
-    async with anyio.create_task_group() as tg:
-
-        async def watch() -> None:
-            await wait_for_disconnect(receive)
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(watch)
-        try:
-            result = await work()
-            completed = True  # a disconnect noticed after this point came after the answer
-        except Exception as exc:  # raised below, outside the task group that would wrap it
-            error = exc
-        tg.cancel_scope.cancel()
-    if error is not None:
-        raise error
-    return (result, False) if completed else (None, True)
-
-
 class EventStreamResponse:
     """An ASGI response streaming ``source`` as server-sent events, then ``done``.
 
     Args:
-        source: async iterator of events (pydantic models or dicts).  It is ``aclose()``d in
-            every case.
+        source: async iterator of events (pydantic models, dicts, or bytes of JSON text).  It
+            is ``aclose()``d in every case.  None when it is set later, by the ``respond``
+            function given to :meth:`answer`.
         error_event: turns an exception raised by ``source`` mid-stream (or the server's cut)
             into the in-band error event; the stream then ends with ``done``.
         headers: extra response headers.
@@ -103,7 +80,7 @@ class EventStreamResponse:
 
     def __init__(
         self,
-        source: AsyncIterator[Any],
+        source: AsyncIterator[Any] | None,
         *,
         error_event: Callable[[Exception], Any],
         headers: dict[str, str] | None = None,
@@ -128,42 +105,74 @@ class EventStreamResponse:
         end of the response (trio's Hypercorn reports it while the last send returns), not a
         client leaving mid-stream."""
         self._last_sent = 0.0
-        self._sending = anyio.Lock()
+        self._sending: anyio.Lock | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.answer(receive, send, self.stream)
+
+    async def answer(
+        self, receive: Receive, send: Send, respond: Callable[[Send], Awaitable[None]]
+    ) -> bool:
+        """Run ``respond(send)`` — whatever must happen before the stream, then
+        :meth:`stream` — while watching for the client leaving (:func:`answer_until_disconnect`);
+        returns True when the client left before the end.  The source is closed in every case;
+        cancelled by the server (its shutdown timeout), a started stream still ends with the
+        error event and ``done``."""
         try:
-            _, gone = await run_until_disconnect(receive, lambda: self._stream(send))
+            gone = await answer_until_disconnect(receive, send, respond)
         except anyio.get_cancelled_exc_class():  # cancelled by the server: its shutdown timeout
             with anyio.move_on_after(CUT_SEND_SECONDS, shield=True):
                 await self._end_cut(send)
             raise
         finally:
-            with anyio.CancelScope(shield=True):
-                await self.source.aclose()  # type: ignore[attr-defined]
-        self.disconnected = gone and not self.ending
+            if self.source is not None:
+                with anyio.CancelScope(shield=True):
+                    await self.source.aclose()  # type: ignore[attr-defined]
+        self.disconnected = gone and self.started and not self.ending
         if self.disconnected:
             logger.info("client disconnected mid-stream; generation closed")
+        return gone
 
-    async def _stream(self, send: Send) -> None:
+    async def stream(self, send: Send, around: AbstractContextManager[Any] | None = None) -> None:
+        """Send the headers, every event of the source (an exception becomes the in-band error
+        event) and ``done``.  ``around`` is entered around taking and sending the events (the
+        drain's :class:`~ddx_llm.host.drain.CutWatch` of the generation behind them)."""
+        assert self.source is not None
         self.started = True
         headers = [(k.encode(), v.encode()) for k, v in self.headers.items()]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        self._last_sent = anyio.current_time()
-        async with anyio.create_task_group() as tasks:
-            if self.ping_seconds:
+        if self.ping_seconds:
+            self._sending = anyio.Lock()
+            self._last_sent = anyio.current_time()
+            async with anyio.create_task_group() as tasks:
                 tasks.start_soon(self._pinging, send)
-            try:
-                async for event in self.source:
-                    await self._send(send, event)
-            except Exception as exc:  # the headers are out: report in-band, as OpenAI does
-                await self._send(send, self.error_event(exc))
-            tasks.cancel_scope.cancel()
+                await self._events(send, around)
+                tasks.cancel_scope.cancel()
+        else:
+            await self._events(send, around)
         self.ending = True
         await send({"type": "http.response.body", "body": self.done, "more_body": False})
+
+    async def _events(self, send: Send, around: AbstractContextManager[Any] | None) -> None:
+        encode = self.encode
+        try:
+            with around or nullcontext():
+                if self._sending is None:  # no pings: nothing else sends, no lock needed
+                    async for event in self.source:  # type: ignore[union-attr]
+                        body = encode(event)
+                        await send({"type": "http.response.body", "body": body, "more_body": True})
+                else:
+                    async for event in self.source:  # type: ignore[union-attr]
+                        await self._send(send, event)
+        except Exception as exc:  # the headers are out: report in-band, as OpenAI does
+            await self._send(send, self.error_event(exc))
 
     async def _send(self, send: Send, event: Any) -> None:
         """Send one event; the lock keeps a ping from going out in the middle of another."""
         body = self.encode(event)
+        if self._sending is None:
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            return
         async with self._sending:
             await send({"type": "http.response.body", "body": body, "more_body": True})
             self._last_sent = anyio.current_time()

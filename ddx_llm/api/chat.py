@@ -13,23 +13,25 @@ deltas it returns (see :mod:`ddx_llm.host.drain`).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 import anyio
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
-from starlette.types import Receive, Scope
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from .. import events
 from ..backend import Delta
+from ..disconnect import answer_until_disconnect, run_until_disconnect
 from ..errors import ContextTooLong, describe
 from ..events import RequestInfo
-from ..host import Drain
+from ..host import Drain, Lease
+from ..host.drain import CutWatch
 from ..registry import ModelEntry
 from ..schemas import ChatCompletionRequest
-from ..sse import EventStreamResponse, run_until_disconnect
+from ..sse import EventStreamResponse
 from .json_body import read_model
 from .shaping import CompletionShaper
 
@@ -39,29 +41,73 @@ if TYPE_CHECKING:
 CLIENT_CLOSED = 499  # nginx's convention for "client closed request"; only metrics see it
 
 
-async def chat_completions(request: Request) -> Response:
+async def chat_completions(request: Request) -> ChatAnswer:
     app: AppContext = request.app.context
     chat = await read_model(request, ChatCompletionRequest)
-    try:
-        model, deltas = await generation(app, request.scope, chat, receive=request.receive)
-    except ClientDisconnect:  # it left while queued: its place is given back already
-        return Response(status_code=CLIENT_CLOSED)
-    shaper = CompletionShaper(model, include_usage=chat.include_usage, logprobs=bool(chat.logprobs))
-    if chat.stream:
-        scope = request.scope
-        return EventStreamResponse(
-            shaper.stream(deltas),
-            error_event=lambda exc: {"error": describe(exc, app, scope).body()},
-        )
-    try:
-        completion, disconnected = await run_until_disconnect(
-            request.receive, lambda: shaper.collect(deltas)
-        )
-    finally:
-        await deltas.aclose()
-    if disconnected:
-        return Response(status_code=CLIENT_CLOSED)
-    return JSONResponse(completion.model_dump(mode="json"))
+    return ChatAnswer(app, chat)
+
+
+class ChatAnswer:
+    """The answer to one validated chat request, as an ASGI response: the lease, the
+    generation and the response — JSON or SSE — all under one watch for the client leaving
+    (:func:`~ddx_llm.sse.answer_until_disconnect`: one watcher task for the whole request).
+
+    An error before anything was sent (a refusal, ``context_too_long``) is raised for the
+    core's error layer to answer; a client that left before the response started gets
+    :data:`CLIENT_CLOSED` (only metrics see it)."""
+
+    def __init__(self, app: AppContext, chat: ChatCompletionRequest) -> None:
+        self.app = app
+        self.chat = chat
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app, chat = self.app, self.chat
+        if chat.stream:
+            stream = EventStreamResponse(
+                None, error_event=lambda exc: {"error": describe(exc, app, scope).body()}
+            )
+
+            async def respond(send: Send) -> None:
+                watch = app.host.drain.watch()
+                model, deltas = await _start(app, scope, chat, watch)
+                shaper = CompletionShaper(
+                    model, include_usage=chat.include_usage, logprobs=bool(chat.logprobs)
+                )
+                stream.source = shaper.stream(deltas, encoded=shaper.chunk_prefix())
+                try:
+                    await stream.stream(send, watch)
+                except BaseException:  # the source may not have started: close what it wraps
+                    with anyio.CancelScope(shield=True):
+                        await deltas.aclose()
+                    raise
+
+            gone = await stream.answer(receive, send, respond)
+            started = stream.started
+        else:
+            sent: list[bool] = []
+
+            async def respond(send: Send) -> None:
+                watch = app.host.drain.watch()
+                model, deltas = await _start(app, scope, chat, watch)
+                shaper = CompletionShaper(model, logprobs=bool(chat.logprobs))
+                try:
+                    with watch:
+                        completion = await shaper.collect(deltas)
+                finally:
+                    await deltas.aclose()
+                body = completion.model_dump_json().encode()
+                sent.append(True)
+                await send({"type": "http.response.start", "status": 200, "headers": [
+                    (b"content-length", str(len(body)).encode()), JSON_TYPE]})  # fmt: skip
+                await send({"type": "http.response.body", "body": body})
+
+            gone = await answer_until_disconnect(receive, send, respond)
+            started = bool(sent)
+        if gone and not started:  # it left while queued or generating: nothing was answered
+            await Response(status_code=CLIENT_CLOSED)(scope, receive, send)
+
+
+JSON_TYPE = (b"content-type", b"application/json")
 
 
 async def generation(
@@ -90,28 +136,30 @@ async def generation(
 
 
 async def _start(
-    app: AppContext, scope: Scope, chat: ChatCompletionRequest
+    app: AppContext, scope: Scope, chat: ChatCompletionRequest, watch: CutWatch | None = None
 ) -> tuple[str, AsyncIterator[Delta]]:
     info = RequestInfo.from_scope(scope)
     # no model named: the lease takes the model resident once any load in progress is over
     requested = app.host.resolve(chat.model) if chat.model else None
     started = time.monotonic()
-    stack = AsyncExitStack()
-    lease = await stack.enter_async_context(app.host.lease(requested, info))
+    lease = await app.host.acquire(requested, info)
     entry = lease.entry
     try:
         prompt = await app.backend.prepare(lease.handle, entry, chat)
         check_context(entry, prompt.tokens, chat.completion_limit)
         deltas = app.backend.generate(lease.handle, entry, prompt, chat)
     except BaseException as exc:
-        with anyio.CancelScope(shield=True):
-            await stack.aclose()
+        lease.release()
         finish = "cancelled" if isinstance(exc, anyio.get_cancelled_exc_class()) else "error"
         app.emit(events.RequestDone(info, entry.id, finish, 0, 0, time.monotonic() - started))
         raise
     clock = events.TokenClock(app.emit, info, entry.id, started)
-    observed = observe(deltas, clock, app.emit, prompt.tokens, release=stack, drain=app.host.drain)
-    return entry.id, observed
+    early: list[bool] = []
+    observed = observe(
+        deltas, clock, app.emit, prompt.tokens, lease=lease, drain=app.host.drain, watch=watch,
+        early=early,
+    )  # fmt: skip
+    return entry.id, Observed(observed, early)
 
 
 def check_context(entry: ModelEntry, prompt_tokens: int, completion_limit: int | None) -> None:
@@ -135,19 +183,33 @@ async def observe(
     emit: events.Emit,
     prompt_tokens: int,
     *,
-    release: AsyncExitStack,
+    lease: Lease,
     drain: Drain,
-) -> AsyncIterator[Delta]:
+    watch: CutWatch | None = None,
+    early: list[bool] | None = None,
+) -> AsyncGenerator[Delta, None]:
     """Pass ``deltas`` through, timing tokens with ``clock``; then close the generation, release
-    the model lease (``release``) and emit ``RequestDone``, whatever ended it.  A cut of the
-    ``drain`` interrupts the wait for the next delta and raises its ``ModelUnavailable``."""
+    the model ``lease`` and emit ``RequestDone``, whatever ended it.  A cut of the ``drain``
+    interrupts the wait for the next delta and raises its ``ModelUnavailable`` — through a
+    cancel scope around each wait, or, given the consumer's ``watch`` (its one scope around the
+    whole loop: :class:`~ddx_llm.host.drain.CutWatch`), by marking the waits for it.  A
+    non-empty ``early`` when it starts (:class:`Observed`: closed before its first delta) ends
+    it at once, through the same cleanup."""
     finish = "cancelled"
     usage = None
     try:
         async with aclosing(deltas):
-            while True:
-                with drain.cuttable():
-                    delta = await anext(deltas, None)
+            while not early:
+                if watch is None:
+                    with drain.cuttable():
+                        delta = await anext(deltas, None)
+                else:  # the consumer's one scope; marked, as the drain cancels only waits
+                    watch.check()
+                    watch.waiting = True
+                    try:
+                        delta = await anext(deltas, None)
+                    finally:
+                        watch.waiting = False
                 if delta is None:
                     break
                 if delta.tokens:
@@ -159,9 +221,40 @@ async def observe(
         finish = "error"
         raise
     finally:
-        with anyio.CancelScope(shield=True):
-            await release.aclose()
+        lease.release()  # synchronous: nothing to shield from cancellation
+        if watch is not None and watch.cut:
+            finish = "error"  # cut by the drain while it waited: not the client's doing
         if usage:
             emit(clock.done(finish, usage.prompt_tokens, usage.completion_tokens))
         else:
             emit(clock.done(finish, prompt_tokens))
+
+
+class Observed:
+    """The deltas of :func:`observe`, whose ``aclose()`` also cleans up when not one delta was
+    asked for.  An async generator closed before it started never runs its body — its
+    ``finally`` included — and this one holds the lease from before it starts (a consumer that
+    fails at its first send closes it so).  ``__anext__`` hands the generator's own awaitable
+    on: nothing is added per delta but a flag."""
+
+    __slots__ = ("_early", "_generator", "_started")
+
+    def __init__(self, generator: AsyncGenerator[Delta, None], early: list[bool]) -> None:
+        self._generator = generator
+        self._early = early
+        self._started = False
+
+    def __aiter__(self) -> Observed:
+        return self
+
+    def __anext__(self) -> Awaitable[Delta]:
+        self._started = True
+        return self._generator.__anext__()
+
+    async def aclose(self) -> None:
+        """Close the generation, release the lease and emit ``RequestDone``, once."""
+        if not self._started:  # run the body, told to end at once: its cleanup runs
+            self._started = True
+            self._early.append(True)
+            await anext(self._generator, None)
+        await self._generator.aclose()

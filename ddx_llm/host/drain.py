@@ -19,8 +19,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 
@@ -42,6 +42,7 @@ class Drain:
         self.deadline: float | None = None
         self._cut = False
         self._scopes: set[anyio.CancelScope] = set()
+        self._watches: set[CutWatch] = set()
 
     @property
     def draining(self) -> bool:
@@ -81,6 +82,8 @@ class Drain:
             self.deadline = min(self.deadline or time.monotonic(), time.monotonic())
         for scope in list(self._scopes):
             scope.cancel()
+        for watch in list(self._watches):
+            watch.interrupt()
 
     async def run(self, seconds: float, wait_idle: Callable[[], Awaitable[None]]) -> bool:
         """Drain: refuse new generations, let the admitted ones finish for up to ``seconds``
@@ -120,22 +123,100 @@ class Drain:
             retry_after=1,
         )
 
-    @contextmanager
-    def cuttable(self) -> Iterator[anyio.CancelScope]:
-        """Run the block under a cancel scope that :meth:`cut` cancels; raise
-        :meth:`cut_error` when it did (or when the drain was cut already).
+    def watch(self) -> CutWatch:
+        """A :class:`CutWatch` for one generation whose consumer enters it around its whole
+        loop: the cut without a cancel scope per piece."""
+        return CutWatch(self)
+
+    def cuttable(self) -> Cuttable:
+        """A context manager running its block under a cancel scope that :meth:`cut` cancels;
+        it raises :meth:`cut_error` when it did (or when the drain was cut already).
 
         Only for blocks without a ``yield`` of an async generator inside: put it around one
         ``await`` (a queue wait, the next delta), never across a yield.
         """
-        if self._cut:
-            raise self.cut_error()
-        scope = anyio.CancelScope()
-        self._scopes.add(scope)
-        try:
-            with scope:
-                yield scope
-        finally:
-            self._scopes.discard(scope)
+        return Cuttable(self)
+
+
+class Cuttable:
+    """One block :meth:`Drain.cut` may interrupt (see :meth:`Drain.cuttable`).  A class rather
+    than a generator-based context manager: it runs once per generated piece."""
+
+    __slots__ = ("_drain", "_scope")
+
+    def __init__(self, drain: Drain) -> None:
+        self._drain = drain
+        self._scope: anyio.CancelScope | None = None
+
+    def __enter__(self) -> anyio.CancelScope:
+        drain = self._drain
+        if drain._cut:
+            raise drain.cut_error()
+        scope = self._scope = anyio.CancelScope()
+        drain._scopes.add(scope)
+        scope.__enter__()
+        return scope
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        scope = self._scope
+        assert scope is not None
+        self._drain._scopes.discard(scope)
+        swallowed = scope.__exit__(exc_type, exc, tb)
         if scope.cancelled_caught:
-            raise self.cut_error()
+            raise self._drain.cut_error() from None
+        return bool(swallowed)
+
+
+class CutWatch:
+    """The drain's cut for one generation, with one cancel scope for all its pieces.
+
+    :meth:`Drain.cuttable` around each wait for a piece costs a cancel scope per token.  A
+    consumer that owns the whole loop — the core's SSE and JSON answers — enters a ``CutWatch``
+    once around it instead, and the generation (:func:`ddx_llm.api.chat.observe`) marks its
+    waits with :attr:`waiting`.  A cut then cancels the scope only while the generation waits
+    for a piece, as :meth:`Drain.cuttable` would; a cut that comes while the consumer sends
+    is noted, and the next wait (:meth:`check`) raises :meth:`Drain.cut_error` instead of
+    starting — a send is never interrupted.  Leaving the block after the cancel raises
+    :meth:`Drain.cut_error` too.  The generation must hold no cancel scope across its yields
+    (none does: :meth:`Drain.cuttable`'s own rule).
+    """
+
+    __slots__ = ("_drain", "_scope", "cut", "waiting")
+
+    def __init__(self, drain: Drain) -> None:
+        self._drain = drain
+        self._scope: anyio.CancelScope | None = None
+        self.waiting = False
+        """The generation waits for its next piece (set around that ``await`` only)."""
+        self.cut = False
+        """The drain cut this generation."""
+
+    def __enter__(self) -> CutWatch:
+        drain = self._drain
+        if drain._cut:
+            raise drain.cut_error()
+        scope = self._scope = anyio.CancelScope()
+        drain._watches.add(self)
+        scope.__enter__()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        scope = self._scope
+        assert scope is not None
+        self._drain._watches.discard(self)
+        swallowed = scope.__exit__(exc_type, exc, tb)
+        if scope.cancelled_caught:
+            raise self._drain.cut_error() from None
+        return bool(swallowed)
+
+    def interrupt(self) -> None:
+        """The drain's cut: cancel the wait in progress, or the next one."""
+        self.cut = True
+        if self.waiting and self._scope is not None:
+            self._scope.cancel()
+
+    def check(self) -> None:
+        """Before a wait: raise :meth:`Drain.cut_error` when the generation was cut."""
+        if self.cut or self._drain._cut:
+            self.cut = True
+            raise self._drain.cut_error()

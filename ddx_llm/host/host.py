@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from enum import StrEnum
 from typing import Any
 
@@ -206,7 +206,7 @@ class ModelHost:
             return
         if resident.leases:
             logger.info("draining %d request(s) on %s", resident.leases, resident.entry.id)
-            await resident.released.wait()
+            await resident.wait_released()
         self._resident = None
         with anyio.CancelScope(shield=True):
             await self.backend.unload(resident.handle)
@@ -235,48 +235,67 @@ class ModelHost:
             )
         return entry
 
-    @asynccontextmanager
-    async def lease(self, entry: ModelEntry | None, request: RequestInfo) -> AsyncIterator[Lease]:
-        """Hold the resident model for ``request``; waits (bounded) for a load in progress.
+    async def acquire(self, entry: ModelEntry | None, request: RequestInfo) -> Lease:
+        """Take the resident model for ``request``: returns the :class:`Lease`, held until its
+        ``release()`` (close it in every case).  Waits (bounded) for a generation slot and a
+        load in progress; with a free slot and a ready model it does not suspend at all.
 
         ``entry`` None (the request named no model) takes whichever model is resident once the
         wait is over, so a request that arrives during a swap is served by the new model.
         Raises ModelUnavailable when no model is ready in time or the host drains,
-        ModelNotFound when ``entry`` is registered but another model is resident (real-model
-        backends serve only that one).  Cancelled while waiting, it emits :data:`CLIENT_CLOSED`.
+        Overloaded when the queue is full, ModelNotFound when ``entry`` is registered but
+        another model is resident (real-model backends serve only that one).  Cancelled while
+        waiting, it emits :data:`CLIENT_CLOSED`.
         """
         queued = time.monotonic()
         label = entry.id if entry is not None else (self.model_id or self.default_model)
         self.emit(events.RequestQueued(request, label))
-        started = False
+        admission = self.admission
+        token: float | None = None
         try:
             self.drain.refuse_new()
-            async with AsyncExitStack() as slot:
+            token = admission.try_acquire()
+            resident = self._resident
+            if token is None or resident is None or self.state is not ModelState.READY:
                 with self.drain.cuttable():  # the waits: a slot, then a load in progress
-                    await slot.enter_async_context(self.admission.slot())
+                    if token is None:
+                        token = await admission.acquire()
                     resident = await self._ready_resident()
-                if entry is None:
-                    entry = resident.entry
-                elif self.backend.real_model_mode and resident.entry.id != entry.id:
-                    raise ModelNotFound(
-                        f"model {entry.id!r} is not loaded",
-                        detail=f"the loaded model is {resident.entry.id!r}; "
-                        "POST /v1/models/load to switch",
-                    )
-                started = True
-                waited = time.monotonic() - queued
-                queued_model = label if label != entry.id else None
-                self.emit(events.RequestStarted(request, entry.id, waited, queued_model))
-                async with resident.hold():
-                    yield Lease(entry, resident.handle)
-        except LlmError as exc:
-            if not started:
-                self.emit(events.RequestRejected(request, label, exc.code))
+            if entry is None:
+                entry = resident.entry
+            elif self.backend.real_model_mode and resident.entry.id != entry.id:
+                raise ModelNotFound(
+                    f"model {entry.id!r} is not loaded",
+                    detail=f"the loaded model is {resident.entry.id!r}; "
+                    "POST /v1/models/load to switch",
+                )
+        except BaseException as exc:  # refused, or cancelled while waiting (the client left)
+            if token is not None:
+                admission.release(token)
+            code = exc.code if isinstance(exc, LlmError) else CLIENT_CLOSED
+            self.emit(events.RequestRejected(request, label, code))
             raise
-        except BaseException:  # cancelled while waiting: the client left (or a hard stop)
-            if not started:
-                self.emit(events.RequestRejected(request, label, CLIENT_CLOSED))
-            raise
+        waited = time.monotonic() - queued
+        queued_model = label if label != entry.id else None
+        self.emit(events.RequestStarted(request, entry.id, waited, queued_model))
+        resident.add()
+        held = token
+
+        def release() -> None:
+            resident.remove()
+            admission.release(held)
+
+        return Lease(entry, resident.handle, release)
+
+    @asynccontextmanager
+    async def lease(self, entry: ModelEntry | None, request: RequestInfo) -> AsyncIterator[Lease]:
+        """Hold the resident model for ``request`` for the block (:meth:`acquire`, then the
+        lease's ``release()``); raises what :meth:`acquire` raises."""
+        held = await self.acquire(entry, request)
+        try:
+            yield held
+        finally:
+            held.release()
 
     async def _ready_resident(self) -> Resident:
         if self.state in (ModelState.LOADING, ModelState.IDLE):

@@ -16,8 +16,8 @@ Settings (``[request_id]``): ``header`` (``DDX_LLM_REQUEST_ID_HEADER``), default
 from __future__ import annotations
 
 import logging
+import os
 import re
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -61,7 +61,16 @@ def choose_request_id(presented: str | None) -> str:
     """The client's id when well-formed, else a fresh one."""
     if presented is not None and WELL_FORMED.fullmatch(presented):
         return presented
-    return uuid.uuid4().hex
+    return fresh_id()
+
+
+def fresh_id() -> str:
+    """A random (version 4) UUID as 32 hex digits: ``uuid.uuid4().hex`` without building the
+    ``UUID`` object (a third of the time, on every request)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return raw.hex()
 
 
 class RequestIdMiddleware:
@@ -75,20 +84,23 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        presented = next(
-            (value.decode("latin-1") for key, value in scope["headers"] if key == self.header),
-            None,
-        )
+        header = self.header
+        presented = None
+        for key, value in scope["headers"]:
+            if key == header:
+                presented = value.decode("latin-1")
+                break
         request_id = choose_request_id(presented)
         scope.setdefault("state", {})[REQUEST_ID] = request_id
-        value = request_id.encode("latin-1")
+        ours = (header, request_id.encode("latin-1"))
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [
-                    (k, v) for k, v in message.get("headers", ()) if k.lower() != self.header
-                ]
-                message = {**message, "headers": [*headers, (self.header, value)]}
+                headers = message.get("headers", ())
+                # the app's list is left as it is: one copy with ours last, any other removed
+                if any(k.lower() == header for k, _ in headers):
+                    headers = [(k, v) for k, v in headers if k.lower() != header]
+                message = {**message, "headers": [*headers, ours]}
             await send(message)
 
         token = current_request_id.set(request_id)

@@ -14,6 +14,14 @@ value is then also scanned with :func:`redact_text`, a deliberate superset (any 
 ``;`` or word start may begin a field; names compared without case) for URLs that are not the
 request's own query: a ``Referer``, a path holding an encoded ``?``, a plain log message.
 
+Cost: the filter runs on every request, so it touches only the atoms the record's format
+prints.  Hypercorn's atoms hold every request and response header and every environment
+variable, about a hundred values; ``%(h)s "%(r)s" %(s)s ...`` prints six.  What the format
+prints is worked out once per format string (which atoms, and which of them are secret:
+redacted whole), so a request costs a few dictionary lookups and, for the atoms that are
+printed, :func:`redact_text`'s fast check.  Records that are not Hypercorn's (any other
+arguments) are scanned whole, as before.
+
 Why a filter and not a Hypercorn ``logger_class``: ``logger_class`` cannot be set from
 ``conf/hypercorn.toml`` (Hypercorn stores the string and later fails calling it), and a filter
 on the logger survives Hypercorn re-creating the logger's handlers.  The ``auth`` plugin installs
@@ -92,7 +100,7 @@ class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         atoms = record.args
         if isinstance(atoms, MutableMapping):
-            redact_atoms(atoms)
+            redact_atoms(atoms, printed(record.msg))
         else:
             try:
                 message = record.getMessage()
@@ -104,25 +112,55 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def redact_atoms(atoms: MutableMapping) -> None:
+FORMAT_KEY = re.compile(r"%\(([^)]*)\)")
+_PRINTED: dict[str, tuple[tuple[str, bool], ...] | None] = {}
+
+
+def printed(fmt: object) -> tuple[tuple[str, bool], ...] | None:
+    """The atoms a ``%(name)s`` format prints, as ``(key, secret)`` pairs: the key as the atoms
+    mapping stores it (``{...}`` names lowercased, as Hypercorn looks them up) and whether the
+    value is a secret to redact whole.  None when ``fmt`` names no atom (every atom is then
+    treated as printed).  Worked out once per format."""
+    if not isinstance(fmt, str):
+        return None
+    if fmt not in _PRINTED:
+        keys = dict.fromkeys(
+            key.lower() if key.startswith("{") else key for key in FORMAT_KEY.findall(fmt)
+        )
+        _PRINTED[fmt] = tuple((key, _secret(key)) for key in keys) or None
+    return _PRINTED[fmt]
+
+
+def _secret(key: str) -> bool:
+    return key in SECRET_HEADERS or bool(SECRET_ENV.fullmatch(key))
+
+
+def redact_atoms(atoms: MutableMapping, keys: tuple[tuple[str, bool], ...] | None = None) -> None:
     """Rewrite Hypercorn's atoms in place: secret headers and environment variables whole;
     the request's query string (``q``) exactly as authentication parses it, wherever it
     appears (``q``, ``Uq``, ``R``); every other value through :func:`redact_text`.
 
-    In place: Hypercorn's atoms mapping answers "-" for unknown keys, a behaviour a copy into
-    a plain dict would lose.
+    ``keys`` (from :func:`printed`) limits the work to the atoms the format prints; None
+    rewrites every atom.  In place: Hypercorn's atoms mapping answers "-" for unknown keys, a
+    behaviour a copy into a plain dict would lose.
     """
     query = atoms.get(QUERY_ATOM)
     exact = redact_query(query) if isinstance(query, str) and query else None
-    for key, value in list(atoms.items()):
-        if not isinstance(value, str) or value == "-":
+    if keys is None:
+        keys = tuple((key, _secret(key)) for key in list(atoms))
+    for key, secret in keys:
+        original = atoms.get(key)
+        if not isinstance(original, str) or original == "-":
             continue
-        if key in SECRET_HEADERS or SECRET_ENV.fullmatch(key):
+        if secret:
             atoms[key] = REDACTED
             continue
+        value = original
         if exact is not None and exact != query:
-            value = value.replace(query, exact)
-        atoms[key] = redact_text(value)
+            value = value.replace(query, exact)  # type: ignore[arg-type]
+        value = redact_text(value)
+        if value is not original:
+            atoms[key] = value
 
 
 def install(logger_name: str = ACCESS_LOGGER) -> RedactSecrets:

@@ -78,7 +78,7 @@ class MessageShaper:
         blocks = Blocks()
         matcher = StopMatcher(self.stop_sequences)
         generated = 0
-        yield MessageStart(
+        start = MessageStart(
             message=Message(
                 id=self.id,
                 model=self.model,
@@ -86,7 +86,8 @@ class MessageShaper:
                 usage=Usage(input_tokens=0, output_tokens=0),
             )
         )
-        async with aclosing(deltas):
+        async with aclosing(deltas):  # entered first: closing the events closes the generation
+            yield start
             async for delta in deltas:
                 generated += delta.tokens
                 if delta.reasoning:

@@ -9,12 +9,15 @@ too.
 
 Labels stay bounded: ``route`` is the route *template* the app matched
 (:func:`ddx_llm.routing.matched_route`: ``/v1/models/{id}``, never the raw path; ``unmatched``
-when no route matches); ``method`` is one of the standard methods or ``other``.
+when no route matches); ``method`` is one of the standard methods or ``other``.  Since they
+are bounded, the labelled children of the two series are looked up once per label set and kept
+(prometheus-client's ``labels()`` costs more than the increment itself).
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -35,6 +38,21 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, collector: MetricsCollector) -> None:
         self.app = app
         self.collector = collector
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered request, as :meth:`MetricsCollector.observe_http` does, through
+        the children kept for its labels."""
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            collector = self.collector
+            children = self._children[key] = (
+                collector.requests.labels(route, method, str(status)),
+                collector.request_duration.labels(route, method),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -54,9 +72,7 @@ class MetricsMiddleware:
             recorded = True
             self.collector.in_flight.dec()
             unanswered = CLIENT_CLOSED if left else NOTHING_SENT
-            self.collector.observe_http(
-                route, method, status or unanswered, time.perf_counter() - started
-            )
+            self.observe(route, method, status or unanswered, time.perf_counter() - started)
 
         async def observing_receive() -> Message:
             nonlocal left

@@ -175,13 +175,14 @@ class MetricsCollector:
             "model_not_found, client_closed (the client left while waiting).",
             ["model_name", "code"], registry=reg,
         )  # fmt: skip
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         for model_id in model_ids:
             self._initialise(model_id)
         self._handlers: dict[type, Callable[[Any], None]] = {
             events.RequestQueued: self._queued,
             events.RequestRejected: self._rejected,
             events.RequestStarted: self._started,
-            events.FirstToken: lambda e: self.ttft.labels(e.model).observe(e.seconds),
+            events.FirstToken: lambda e: self.child(self.ttft, e.model).observe(e.seconds),
             events.TokensGenerated: self._tokens,
             events.RequestDone: self._done,
             events.ModelLoaded: self._loaded,
@@ -196,6 +197,17 @@ class MetricsCollector:
             self.rejected.labels(model_id, code)
         self._set_state(model_id, ModelState.IDLE.value)
 
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once per label set and kept: events come
+        several times per request (one per token), and prometheus-client's ``labels()`` costs
+        more than the update.  Label sets are bounded (registry ids, fixed reasons and codes),
+        and the child is the one ``labels()`` keeps and returns anyway."""
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
     # ------------------------------------------------------------------ observation
 
     def observe(self, event: events.Event) -> None:
@@ -208,42 +220,42 @@ class MetricsCollector:
             handler(event)
 
     def _queued(self, event: events.RequestQueued) -> None:
-        self.waiting.labels(event.model).inc()
+        self.child(self.waiting, event.model).inc()
 
     def _rejected(self, event: events.RequestRejected) -> None:
-        self.waiting.labels(event.model).dec()
+        self.child(self.waiting, event.model).dec()
         code = event.code if event.code in REJECTION_CODES else "other"
-        self.rejected.labels(event.model, code).inc()
+        self.child(self.rejected, event.model, code).inc()
 
     def _started(self, event: events.RequestStarted) -> None:
-        self.waiting.labels(event.queued_model or event.model).dec()
-        self.running.labels(event.model).inc()
-        self.queue_time.labels(event.model).observe(event.queue_seconds)
+        self.child(self.waiting, event.queued_model or event.model).dec()
+        self.child(self.running, event.model).inc()
+        self.child(self.queue_time, event.model).observe(event.queue_seconds)
 
     def _tokens(self, event: events.TokensGenerated) -> None:
         if event.count <= 0:
             return
         per_token = event.seconds / event.count
-        itl = self.itl.labels(event.model)
+        itl = self.child(self.itl, event.model)
         for _ in range(event.count):
             itl.observe(per_token)
 
     def _done(self, event: events.RequestDone) -> None:
         reason = event.finish_reason if event.finish_reason in FINISH_REASONS else "other"
-        self.running.labels(event.model).dec()
-        self.success.labels(event.model, reason).inc()
-        self.e2e.labels(event.model).observe(event.seconds)
-        self.prompt_tokens.labels(event.model).inc(max(event.prompt_tokens, 0))
-        self.generation_tokens.labels(event.model).inc(max(event.completion_tokens, 0))
+        self.child(self.running, event.model).dec()
+        self.child(self.success, event.model, reason).inc()
+        self.child(self.e2e, event.model).observe(event.seconds)
+        self.child(self.prompt_tokens, event.model).inc(max(event.prompt_tokens, 0))
+        self.child(self.generation_tokens, event.model).inc(max(event.completion_tokens, 0))
 
     def _loaded(self, event: events.ModelLoaded) -> None:
-        self.load_time.labels(event.model).observe(event.seconds)
+        self.child(self.load_time, event.model).observe(event.seconds)
         if event.swapped:
             self.swaps.inc()
 
     def _set_state(self, model_id: str, state: str) -> None:
         for candidate in MODEL_STATES:
-            self.model_state.labels(model_id, candidate).set(1 if candidate == state else 0)
+            self.child(self.model_state, model_id, candidate).set(1 if candidate == state else 0)
 
     def close(self) -> None:
         """At shutdown: in multiprocess mode, mark this worker's live gauges dead."""

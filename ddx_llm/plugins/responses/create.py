@@ -158,8 +158,12 @@ async def events(
     """The event sequence of ``run`` (:mod:`.stream`).  A generation that fails mid-way ends
     with ``response.failed`` (not an HTTP error: the headers are out); the response is stored
     (``keep``) before its final event."""
-    for event in run.start():
-        yield event
+    try:
+        for event in run.start():
+            yield event
+    except BaseException:  # closed before the generation was read: close it all the same
+        await deltas.aclose()
+        raise
     try:
         async with aclosing(deltas):
             async for delta in deltas:
