@@ -76,6 +76,10 @@ class EventStreamResponse:
         done: the last bytes of the body (default ``data: [DONE]``; ``b""`` for none).
         ping_seconds, ping: while nothing was sent for ``ping_seconds``, send ``ping`` (an
             event) — keeps the connection and proxies alive through a long prefill.
+        closes: what ``source`` wraps (the generation's deltas), ``aclose()``d after it in every
+            case: a source closed before it started (the client left as the headers went out)
+            never ran its body, so it never closed what it wraps — and the generation holds
+            the model lease and a generation slot until it is closed.
     """
 
     def __init__(
@@ -88,8 +92,10 @@ class EventStreamResponse:
         done: bytes = DONE,
         ping_seconds: float | None = None,
         ping: Any = None,
+        closes: Any = None,
     ) -> None:
         self.source = source
+        self.closes = closes
         self.error_event = error_event
         self.headers = {**HEADERS, **(headers or {})}
         self.encode = encode
@@ -125,9 +131,11 @@ class EventStreamResponse:
                 await self._end_cut(send)
             raise
         finally:
-            if self.source is not None:
-                with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):
+                if self.source is not None:
                     await self.source.aclose()  # type: ignore[attr-defined]
+                if self.closes is not None:
+                    await self.closes.aclose()
         self.disconnected = gone and self.started and not self.ending
         if self.disconnected:
             logger.info("client disconnected mid-stream; generation closed")

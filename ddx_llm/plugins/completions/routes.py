@@ -51,6 +51,7 @@ async def create_completion(request: Request) -> Response:
         return EventStreamResponse(
             shaper.stream(deltas),
             error_event=lambda exc: {"error": describe(exc, app, scope).body()},
+            closes=deltas,
         )
     try:
         completion, disconnected = await run_until_disconnect(

@@ -62,6 +62,7 @@ async def create_message(request: Request) -> Response:
             ping_seconds=app.settings.section(NAME).ping_seconds,
             ping=PING,
             headers=headers,
+            closes=deltas,
         )
     try:
         message, disconnected = await run_until_disconnect(

@@ -80,6 +80,7 @@ async def create_response(request: Request) -> Response:
         return EventStreamResponse(
             events(run, deltas, keep, lambda exc: describe(exc, app, scope)),
             error_event=lambda exc: {"error": describe(exc, app, scope).body()},
+            closes=deltas,
         )
     try:
         _, gone = await run_until_disconnect(request.receive, lambda: collect(run, deltas))
