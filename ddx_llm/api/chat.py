@@ -115,7 +115,8 @@ async def generation(
 ) -> tuple[str, AsyncIterator[Delta]]:
     """Start generating ``chat`` for the request behind ``scope``: returns the registry id of
     the model that serves it and the backend's deltas, observed (first-token, token and done
-    events).  The model lease is held until the deltas are closed — close them in every case.
+    events; their ``prompt_tokens`` is the prompt's size, known before the first delta).  The
+    model lease is held until the deltas are closed — close them in every case.
 
     With ``receive`` (the request's, its body already read), a client that leaves while the
     request waits — for a generation slot, a model load, the backend's ``prepare`` — is noticed
@@ -159,7 +160,7 @@ async def _start(
         deltas, clock, app.emit, prompt.tokens, lease=lease, drain=app.host.drain, watch=watch,
         early=early,
     )  # fmt: skip
-    return entry.id, Observed(observed, early)
+    return entry.id, Observed(observed, early, prompt.tokens)
 
 
 def check_context(entry: ModelEntry, prompt_tokens: int, completion_limit: int | None) -> None:
@@ -237,12 +238,17 @@ class Observed:
     fails at its first send closes it so).  ``__anext__`` hands the generator's own awaitable
     on: nothing is added per delta but a flag."""
 
-    __slots__ = ("_early", "_generator", "_started")
+    __slots__ = ("_early", "_generator", "_started", "prompt_tokens")
 
-    def __init__(self, generator: AsyncGenerator[Delta, None], early: list[bool]) -> None:
+    def __init__(
+        self, generator: AsyncGenerator[Delta, None], early: list[bool], prompt_tokens: int
+    ) -> None:
         self._generator = generator
         self._early = early
         self._started = False
+        self.prompt_tokens = prompt_tokens
+        """The prompt's size as the backend's ``prepare`` counted it, known before any delta
+        (a surface that reports it up front: Anthropic's ``message_start``)."""
 
     def __aiter__(self) -> Observed:
         return self

@@ -180,7 +180,7 @@ async def test_deltas_closed_before_their_first_read_still_release_and_report():
         generator = observe(
             backend(), clock, seen.append, 3, lease=lease, drain=Drain(), early=early
         )
-        return Observed(generator, early)
+        return Observed(generator, early, 3)
 
     await make().aclose()
     assert released == [True]

@@ -65,8 +65,8 @@ class TokenCount(BaseModel):
 
 
 class MessageStart(BaseModel):
-    """First event.  ``usage.input_tokens`` is 0 here and exact in ``message_delta``: the
-    prompt is counted by the backend as generation starts (see the README)."""
+    """First event.  ``usage.input_tokens`` is the prompt's size (the backend counts it before
+    the first token); ``message_delta`` repeats it with the output's count."""
 
     type: Literal["message_start"] = "message_start"
     message: Message

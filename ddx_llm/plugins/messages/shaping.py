@@ -83,7 +83,7 @@ class MessageShaper:
                 id=self.id,
                 model=self.model,
                 content=[],
-                usage=Usage(input_tokens=0, output_tokens=0),
+                usage=Usage(input_tokens=getattr(deltas, "prompt_tokens", 0), output_tokens=0),
             )
         )
         async with aclosing(deltas):  # entered first: closing the events closes the generation

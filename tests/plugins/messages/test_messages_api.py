@@ -85,6 +85,9 @@ async def test_a_stream_of_text(tmp_path):
     ]  # fmt: skip
     start = events[0]["message"]
     assert start["content"] == [] and start["stop_reason"] is None and start["model"] == MODEL
+    # the prompt's size is known before the first token, as Anthropic reports it
+    assert start["usage"] == {"input_tokens": plain.usage.input_tokens, "output_tokens": 0}
+    assert plain.usage.input_tokens > 0
     assert events[1]["content_block"] == {"type": "text", "text": ""}
     assert "".join(e["delta"]["text"] for e in events[2:-3]) == PROMPT
     final = events[-2]
