@@ -74,12 +74,8 @@ class ChatAnswer:
                     model, include_usage=chat.include_usage, logprobs=bool(chat.logprobs)
                 )
                 stream.source = shaper.stream(deltas, encoded=shaper.chunk_prefix())
-                try:
-                    await stream.stream(send, watch)
-                except BaseException:  # the source may not have started: close what it wraps
-                    with anyio.CancelScope(shield=True):
-                        await deltas.aclose()
-                    raise
+                stream.closes = deltas  # the source may never start: it closes what it wraps
+                await stream.stream(send, watch)
 
             gone = await stream.answer(receive, send, respond)
             started = stream.started
