@@ -13,9 +13,9 @@ deltas it returns (see :mod:`ddx_llm.host.drain`).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 from starlette.requests import ClientDisconnect, Request
@@ -157,6 +157,22 @@ async def _start(
         early=early,
     )  # fmt: skip
     return entry.id, Observed(observed, early, prompt.tokens)
+
+
+T = TypeVar("T")
+
+
+async def collect_answer(
+    receive: Receive, deltas: AsyncIterator[Delta], gather: Callable[[], Awaitable[T]]
+) -> tuple[T | None, bool]:
+    """Run ``gather()`` — a surface's shaper collecting ``deltas`` into one answer — unless
+    the client leaves first (:func:`~ddx_llm.disconnect.run_until_disconnect`); the deltas are
+    closed in every case.  Returns ``(answer, False)``, or ``(None, True)`` when the client
+    left (answer :data:`CLIENT_CLOSED`)."""
+    try:
+        return await run_until_disconnect(receive, gather)
+    finally:
+        await deltas.aclose()  # type: ignore[attr-defined]
 
 
 def check_context(entry: ModelEntry, prompt_tokens: int, completion_limit: int | None) -> None:

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from ddx_llm.api.chat import CLIENT_CLOSED, generation
+from ddx_llm.api.chat import CLIENT_CLOSED, collect_answer, generation
 from ddx_llm.api.json_body import parse_as, read_json
 from ddx_llm.errors import describe
-from ddx_llm.sse import EventStreamResponse, run_until_disconnect
+from ddx_llm.sse import EventStreamResponse
 
 from .request import CompletionRequest, prompt_text, to_chat
 from .shaping import CompletionShaper
@@ -53,12 +53,9 @@ async def create_completion(request: Request) -> Response:
             error_event=lambda exc: {"error": describe(exc, app, scope).body()},
             closes=deltas,
         )
-    try:
-        completion, disconnected = await run_until_disconnect(
-            request.receive, lambda: shaper.collect(deltas)
-        )
-    finally:
-        await deltas.aclose()
+    completion, disconnected = await collect_answer(
+        request.receive, deltas, lambda: shaper.collect(deltas)
+    )
     if disconnected:
         return Response(status_code=CLIENT_CLOSED)
     return JSONResponse(completion.model_dump(mode="json"))

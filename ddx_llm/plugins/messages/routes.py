@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from ddx_llm.api.chat import CLIENT_CLOSED, generation
+from ddx_llm.api.chat import CLIENT_CLOSED, collect_answer, generation
 from ddx_llm.api.json_body import read_json
 from ddx_llm.errors import describe
 from ddx_llm.events import RequestInfo
@@ -64,12 +64,9 @@ async def create_message(request: Request) -> Response:
             headers=headers,
             closes=deltas,
         )
-    try:
-        message, disconnected = await run_until_disconnect(
-            request.receive, lambda: shaper.collect(deltas)
-        )
-    finally:
-        await deltas.aclose()
+    message, disconnected = await collect_answer(
+        request.receive, deltas, lambda: shaper.collect(deltas)
+    )
     if disconnected:
         return Response(status_code=CLIENT_CLOSED)
     return JSONResponse(message.model_dump(mode="json"), headers=headers)

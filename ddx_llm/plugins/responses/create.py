@@ -18,12 +18,12 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from ddx_llm.api.chat import CLIENT_CLOSED, generation
+from ddx_llm.api.chat import CLIENT_CLOSED, collect_answer, generation
 from ddx_llm.api.json_body import read_json
 from ddx_llm.backend import Delta
 from ddx_llm.errors import ErrorInfo, LlmError, RequestInvalid, describe
 from ddx_llm.events import CLIENT_ID
-from ddx_llm.sse import EventStreamResponse, run_until_disconnect
+from ddx_llm.sse import EventStreamResponse
 
 from .convert import chat_request, responses_fields
 from .items import Reference, parse_input, references, resolve
@@ -82,10 +82,7 @@ async def create_response(request: Request) -> Response:
             error_event=lambda exc: {"error": describe(exc, app, scope).body()},
             closes=deltas,
         )
-    try:
-        _, gone = await run_until_disconnect(request.receive, lambda: collect(run, deltas))
-    finally:
-        await deltas.aclose()
+    _, gone = await collect_answer(request.receive, deltas, lambda: collect(run, deltas))
     if gone:
         return Response(status_code=CLIENT_CLOSED)
     await keep()
