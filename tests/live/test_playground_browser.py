@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import jsonschema
@@ -22,32 +21,18 @@ from browser.playground_page import (
     ANSWER,
     answer_fields,
     ask,
-    headless_chromium,
     health,
     live_server,
     open_playground,
     page_problems,
-    screenshot_folder,
     set_params,
     wait_answer,
     wait_idle,
 )
-from browser.playwright_driver import Browser
 from prometheus_client.parser import text_string_to_metric_families
 from support import LiveServer, copy_project_conf
 
 pytestmark = pytest.mark.live
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    with headless_chromium() as browser:
-        yield browser
-
-
-@pytest.fixture(scope="session")
-def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return screenshot_folder(tmp_path_factory)
 
 
 RESIDENT = "mlx-community/Qwen3-4B-Instruct-2507-4bit"

@@ -20,29 +20,15 @@ import httpx
 import pytest
 from browser.playground_page import (
     ask,
-    headless_chromium,
     live_server,
     open_playground,
     page_problems,
-    screenshot_folder,
     set_params,
     wait_answer,
 )
-from browser.playwright_driver import Browser
 from support import LiveServer, add_models, copy_project_conf, write_conf
 
 pytestmark = pytest.mark.live
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    with headless_chromium() as browser:
-        yield browser
-
-
-@pytest.fixture(scope="session")
-def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return screenshot_folder(tmp_path_factory)
 
 
 KEY = "sk-playground-deploy-0123456789abcdef"

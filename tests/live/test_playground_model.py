@@ -10,37 +10,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from browser.playground_page import (
     ask,
-    headless_chromium,
     health,
     live_server,
     open_playground,
     page_problems,
-    screenshot_folder,
     set_params,
     wait_answer,
 )
-from browser.playwright_driver import Browser
 from support import LiveServer, copy_project_conf
 
 from ddx_llm.plugins.mlx_models.bundled import BUNDLED_MODEL_ID, TOOLS_MODEL_ID
 
 pytestmark = [pytest.mark.live, pytest.mark.model]
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    with headless_chromium() as browser:
-        yield browser
-
-
-@pytest.fixture(scope="session")
-def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return screenshot_folder(tmp_path_factory)
 
 
 WEATHER = {
