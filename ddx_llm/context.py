@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute
 from starlette.types import Scope
 
 from . import events
+from .disconnect import Watchers
 from .openapi import add_body_errors, build_document
 
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ class AppContext:
         host: the :class:`~ddx_llm.host.ModelHost` (set with the backend; None before).
         routes: every route, core routes first (set once they are collected).
         middleware: the middleware chain, outermost first (set once it is built).
+        watchers: the task group the requests' disconnect watchers run in, while the app's
+            lifespan runs (:class:`~ddx_llm.disconnect.Watchers`).
     """
 
     def __init__(self, settings: Settings, pm: PluginManager) -> None:
@@ -48,6 +51,7 @@ class AppContext:
         self.host: ModelHost | None = None
         self.routes: list[BaseRoute] = []
         self.middleware: list[MiddlewareSpec] = []
+        self.watchers = Watchers()
         self._state: dict[str, Any] = {}
         self._openapi: dict[str, Any] | None = None
 

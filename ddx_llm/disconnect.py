@@ -2,13 +2,19 @@
 
 After the request body, an ASGI app learns of a disconnect only by calling ``receive()``, so a
 request that waits — for a generation slot, a model, its tokens — needs a second task that
-listens while it does.  That task and its cancellation are the most expensive part of a short
-request (about 60 µs of a cancelled anyio task group, when a whole mock answer takes 150 µs),
-so both helpers here start the watcher only at the work's first wait (:class:`_Watched`): work
-that runs to its end without waiting had nothing a disconnect could have interrupted.
+listens while it does.  Starting that task, and the task group it would need, are the most
+expensive part of a short request, so:
+
+- the watcher starts only at the work's first wait (:class:`_Watched`): work that runs to its
+  end without waiting had nothing a disconnect could have interrupted;
+- it starts in the app's :class:`Watchers` — one task group for the whole app, entered by its
+  lifespan — so the request holds one cancel scope, not a task group (whose exit costs a turn
+  of the event loop even when no task was started).  Without a running :class:`Watchers` (an
+  app used without its lifespan, a helper called outside a request), a task group of the
+  request's own serves instead.
 
 - :func:`run_until_disconnect` runs work that does not send the response (waiting for a
-  generation to start, collecting an answer) and cancels the watcher after it;
+  generation to start, collecting an answer) and stops the watcher after it;
 - :func:`answer_until_disconnect` runs work that sends the whole response; its watcher ends by
   itself when the server reports the end of the response (``http.disconnect``, which ASGI
   servers send once a response is complete), so nothing is cancelled when all goes well.
@@ -16,13 +22,20 @@ that runs to its end without waiting had nothing a disconnect could have interru
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Awaitable, Callable, Generator
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import anyio
+from anyio.abc import TaskGroup
 from starlette.types import Message, Receive, Send
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 
 async def wait_for_disconnect(receive: Receive) -> None:
@@ -31,6 +44,69 @@ async def wait_for_disconnect(receive: Receive) -> None:
         message = await receive()
         if message["type"] == "http.disconnect":
             return
+
+
+class Watchers:
+    """The task group an app's disconnect watchers run in, for as long as its lifespan runs
+    (:meth:`running`).  :class:`~ddx_llm.factory.DdxApp` makes it the request's own
+    (:data:`WATCHERS`), so the helpers below find it without being handed it.
+
+    A watcher here is not a child of the request it watches: the helpers stop it in every case
+    (the request ending, failing or being cancelled) and it never raises."""
+
+    def __init__(self) -> None:
+        self._tasks: TaskGroup | None = None
+        self._thread: int | None = None
+
+    @asynccontextmanager
+    async def running(self):
+        """Run the task group; on exit, watchers still running are cancelled."""
+        async with anyio.create_task_group() as tasks:
+            self._tasks, self._thread = tasks, threading.get_ident()
+            try:
+                yield self
+            finally:
+                self._tasks = self._thread = None
+                tasks.cancel_scope.cancel()
+
+    def group(self) -> TaskGroup | None:
+        """The task group, when it runs on this thread's event loop (an app's lifespan and its
+        requests share one; a test that ran the lifespan in another thread falls back)."""
+        if self._tasks is not None and self._thread == threading.get_ident():
+            return self._tasks
+        return None
+
+
+WATCHERS: ContextVar[Watchers | None] = ContextVar("ddx_llm_watchers", default=None)
+"""The :class:`Watchers` of the app serving the current request (set per request by the app)."""
+
+
+class _Watcher:
+    """One request's watcher: listens on ``receive`` until the client leaves, then calls
+    ``gone()``.  Its cancel scope is made here, in the request's task, so that the request can
+    stop the watcher (:meth:`stop`, :meth:`expire`) before it started, or after."""
+
+    __slots__ = ("_gone", "_receive", "_scope")
+
+    def __init__(self, receive: Receive, gone: Callable[[], None]) -> None:
+        self._receive = receive
+        self._gone = gone
+        self._scope = anyio.CancelScope()
+
+    async def run(self) -> None:
+        with self._scope:
+            try:
+                await wait_for_disconnect(self._receive)
+            except Exception:  # a server whose receive fails once the client left
+                logger.debug("receive failed while watching for a disconnect", exc_info=True)
+            self._gone()
+
+    def stop(self) -> None:
+        self._scope.cancel()
+
+    def expire(self, seconds: float) -> None:
+        """Let it wait ``seconds`` more for the server's ``http.disconnect``, then stop."""
+        self._scope.deadline = anyio.current_time() + seconds
 
 
 async def run_until_disconnect(
@@ -42,6 +118,35 @@ async def run_until_disconnect(
     An exception of ``work()`` is raised as it is (not wrapped in an exception group).  The
     watcher starts at the work's first wait (none for work that never waits).
     """
+    watchers = WATCHERS.get()
+    tasks = watchers.group() if watchers is not None else None
+    if tasks is None:
+        return await _run_in_own_group(receive, work)
+    result: T | None = None
+    completed = False
+    with anyio.CancelScope() as scope:
+        watcher = _Watcher(receive, scope.cancel)
+        watching = False
+
+        def waits() -> None:
+            nonlocal watching
+            if not watching:
+                watching = True
+                tasks.start_soon(watcher.run)
+
+        try:
+            result = await _Watched(work(), waits)
+            completed = True  # a disconnect noticed after this point came after the answer
+        finally:
+            if watching:
+                watcher.stop()
+    return (result, False) if completed else (None, True)
+
+
+async def _run_in_own_group(
+    receive: Receive, work: Callable[[], Awaitable[T]]
+) -> tuple[T | None, bool]:
+    """:func:`run_until_disconnect` with a task group of its own (no :class:`Watchers`)."""
     result: T | None = None
     completed = False
     watching = False
@@ -61,7 +166,7 @@ async def run_until_disconnect(
 
         try:
             result = await _Watched(work(), waits)
-            completed = True  # a disconnect noticed after this point came after the answer
+            completed = True
         except Exception as exc:  # raised below, outside the task group that would wrap it
             error = exc
         if watching:
@@ -95,20 +200,28 @@ async def answer_until_disconnect(
     it if the client disconnects first; returns True when the client left before the last body
     message (then nothing more reaches it).  An exception of ``answer`` is raised as it is.
 
-    The watcher costs a task, and cancelling it costs more than the task, so:
-
-    - it is started at the answer's first wait (:class:`_Watched`): an answer that runs to its
-      end without ever suspending (a mock or a cached reply on asyncio, where a send suspends
-      only when the connection pushes back) had nothing a disconnect could interrupt.  Any
-      wait — a queue slot, a model, a token, a send the client does not read — starts it;
+    - The watcher is started at the answer's first wait (:class:`_Watched`): an answer that
+      runs to its end without ever suspending (a mock or a cached reply on asyncio, where a
+      send suspends only when the connection pushes back) had nothing a disconnect could
+      interrupt.  Any wait — a queue slot, a model, a token, a send the client does not
+      read — starts it;
     - it ends by itself when all goes well: ASGI servers answer ``receive()`` with
       ``http.disconnect`` once the response is complete.  Only an answer that fails, or a
-      server that says nothing within :data:`AFTER_ANSWER_SECONDS`, cancels it.
+      server that says nothing within :data:`AFTER_ANSWER_SECONDS`, stops it.
     """
+    watchers = WATCHERS.get()
+    tasks = watchers.group() if watchers is not None else None
+    if tasks is None:
+        return await _answer_in_own_group(receive, send, answer)
     state = _Answering()
+    with anyio.CancelScope() as scope:
 
-    error: Exception | None = None
-    async with anyio.create_task_group() as tg:
+        def gone() -> None:
+            if not (state.over or state.ending):
+                state.left = True
+                scope.cancel()
+
+        watcher = _Watcher(receive, gone)
 
         async def tracked_send(message: Message) -> None:
             if message["type"] == "http.response.body" and not message.get("more_body", False):
@@ -120,8 +233,47 @@ async def answer_until_disconnect(
                 # client) before the watcher heard it: the same as its http.disconnect
                 if not state.over:
                     state.left = True
-                tg.cancel_scope.cancel()
+                scope.cancel()
                 await anyio.lowlevel.checkpoint()  # raises the cancellation (unless shielded)
+
+        def waits() -> None:
+            if not state.watching:
+                state.watching = True
+                tasks.start_soon(watcher.run)
+
+        failed = True
+        try:
+            await _Watched(answer(tracked_send), waits)
+            failed = False
+        finally:
+            state.over = True
+            if state.watching:
+                if state.ending and not failed:
+                    watcher.expire(AFTER_ANSWER_SECONDS)
+                else:
+                    watcher.stop()
+    return state.left
+
+
+async def _answer_in_own_group(
+    receive: Receive, send: Send, answer: Callable[[Send], Awaitable[None]]
+) -> bool:
+    """:func:`answer_until_disconnect` with a task group of its own (no :class:`Watchers`)."""
+    state = _Answering()
+
+    error: Exception | None = None
+    async with anyio.create_task_group() as tg:
+
+        async def tracked_send(message: Message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                state.ending = True
+            try:
+                await send(message)
+            except OSError:
+                if not state.over:
+                    state.left = True
+                tg.cancel_scope.cancel()
+                await anyio.lowlevel.checkpoint()
 
         async def watch() -> None:
             await wait_for_disconnect(receive)

@@ -24,6 +24,7 @@ from .api import core_routes
 from .backend import Backend, missing_members
 from .config import ConfigError, Settings, add_sections, find_conf_dir, load_core
 from .context import AppContext
+from .disconnect import WATCHERS
 from .host import Admission, ModelHost
 from .manager import build_plugin_manager
 from .middleware import CORE, MiddlewareSpec, build_chain, check_order, error_shaping, framing
@@ -37,7 +38,8 @@ class DdxApp:
     """The assembled ASGI app.
 
     For every HTTP request it sets ``scope["app"]`` (handlers reach :attr:`context`; Starlette's
-    router then raises ``HTTPException`` for 404/405), makes sure ``scope["state"]`` exists,
+    router then raises ``HTTPException`` for 404/405), makes the app's disconnect watchers the
+    request's (:data:`~ddx_llm.disconnect.WATCHERS`), makes sure ``scope["state"]`` exists,
     matches the route once for the middleware (:func:`ddx_llm.routing.matched_route`), and
     shapes an error that a plugin middleware outside the core's error layer lets escape.
     """
@@ -54,6 +56,7 @@ class DdxApp:
             await self.asgi(scope, receive, send)
             return
         scope[SCOPE_KEY] = self.matcher(scope)
+        WATCHERS.set(self.context.watchers)  # the request's task: its own copy of the context
         scope.setdefault("state", {})  # plugins may rely on it (request id, client identity)
         await self._guarded(scope, receive, send)
 
@@ -220,6 +223,7 @@ def _lifespan(
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            await stack.enter_async_context(context.watchers.running())
             for manager in managers:
                 await stack.enter_async_context(manager)
             async with anyio.create_task_group() as tg:

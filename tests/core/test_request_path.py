@@ -1,4 +1,5 @@
-"""The lean request path: one disconnect watcher per request that ends on its own, admission
+"""The lean request path: one disconnect watcher per request that ends on its own (started in
+the app's watcher task group, or in one of the request's own without it), admission
 without a checkpoint when a slot is free, drain cuts without a cancel scope for ready pieces,
 and chunks written as JSON bytes equal to the models' own."""
 
@@ -18,6 +19,7 @@ from ddx_llm.backend import Delta, Usage
 from ddx_llm.errors import ModelUnavailable, Overloaded
 from ddx_llm.host import Admission, Drain, Lease
 from ddx_llm.schemas import ChatCompletionChunk
+from ddx_llm.disconnect import AFTER_ANSWER_SECONDS, WATCHERS, Watchers, run_until_disconnect
 from ddx_llm.sse import answer_until_disconnect
 
 pytestmark = pytest.mark.anyio
@@ -42,6 +44,21 @@ class Client:
             self.leave.set()
 
 
+@pytest.fixture(params=["app watchers", "own task group"])
+async def watchers(request):
+    """Each disconnect test runs with the app's watchers (as requests do) and without them."""
+    if request.param == "own task group":
+        yield None
+        return
+    found = Watchers()
+    async with found.running():
+        token = WATCHERS.set(found)
+        try:
+            yield found
+        finally:
+            WATCHERS.reset(token)
+
+
 async def answer_ok(send) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"ok"})
@@ -52,7 +69,7 @@ async def answer_after_a_wait(send) -> None:
     await answer_ok(send)
 
 
-async def test_an_answer_that_never_waits_needs_no_watcher():
+async def test_an_answer_that_never_waits_needs_no_watcher(watchers):
     client = Client(spec=False)  # it would never say disconnect: nobody asks
     with anyio.fail_after(0.5):
         started = anyio.current_time()
@@ -61,7 +78,7 @@ async def test_an_answer_that_never_waits_needs_no_watcher():
     assert [m["type"] for m in client.sent] == ["http.response.start", "http.response.body"]
 
 
-async def test_a_complete_answer_ends_its_watcher_without_cancelling_it():
+async def test_a_complete_answer_ends_its_watcher_without_cancelling_it(watchers):
     client = Client()
     with anyio.fail_after(0.5):  # far below the 1 s allowed to a server that says nothing
         gone = await answer_until_disconnect(client.receive, client.send, answer_after_a_wait)
@@ -69,15 +86,19 @@ async def test_a_complete_answer_ends_its_watcher_without_cancelling_it():
     assert [m["type"] for m in client.sent] == ["http.response.start", "http.response.body"]
 
 
-async def test_a_server_that_never_says_disconnect_costs_at_most_the_grace():
+async def test_a_server_that_never_says_disconnect_costs_at_most_the_grace(watchers):
+    """The watcher waits at most the grace for the server's word; in the app's task group it
+    waits there, and the request itself ends at once."""
     client = Client(spec=False)
     with anyio.fail_after(2):
         started = anyio.current_time()
         gone = await answer_until_disconnect(client.receive, client.send, answer_after_a_wait)
-    assert gone is False and 0.9 < anyio.current_time() - started < 1.5
+    took = anyio.current_time() - started
+    assert gone is False
+    assert took < 0.5 if watchers is not None else 0.9 < took < 1.5
 
 
-async def test_an_answer_resumed_after_its_first_wait_keeps_its_own_scopes():
+async def test_an_answer_resumed_after_its_first_wait_keeps_its_own_scopes(watchers):
     """The first step enters scopes (a timeout, a sleep's) and suspends inside them; it goes
     on inside them once the watcher is started."""
     client = Client()
@@ -94,7 +115,7 @@ async def test_an_answer_resumed_after_its_first_wait_keeps_its_own_scopes():
     assert len(client.sent) == 2
 
 
-async def test_a_client_that_leaves_mid_answer_cancels_it():
+async def test_a_client_that_leaves_mid_answer_cancels_it(watchers):
     client = Client()
     reached = []
 
@@ -108,7 +129,7 @@ async def test_a_client_that_leaves_mid_answer_cancels_it():
     assert reached == [] and client.sent == []
 
 
-async def test_a_send_the_client_never_reads_is_cancelled_when_it_leaves():
+async def test_a_send_the_client_never_reads_is_cancelled_when_it_leaves(watchers):
     """A send that blocks (a full socket, an HTTP/2 window) is a wait like any other."""
     client = Client()
     blocked = anyio.Event()
@@ -127,7 +148,7 @@ async def test_a_send_the_client_never_reads_is_cancelled_when_it_leaves():
             assert await answer_until_disconnect(client.receive, stuck_send, answer_ok) is True
 
 
-async def test_an_answer_that_fails_raises_its_own_error_and_stops_the_watcher():
+async def test_an_answer_that_fails_raises_its_own_error_and_stops_the_watcher(watchers):
     client = Client()
 
     async def failing(send) -> None:
@@ -137,7 +158,7 @@ async def test_an_answer_that_fails_raises_its_own_error_and_stops_the_watcher()
         await answer_until_disconnect(client.receive, client.send, failing)
 
 
-async def test_a_send_that_fails_because_the_client_left_is_a_disconnect():
+async def test_a_send_that_fails_because_the_client_left_is_a_disconnect(watchers):
     """Servers that raise on a send after the client left (uvicorn, the test client) tell of
     it before the watcher hears ``http.disconnect``: the same as a disconnect, not an error."""
     client = Client()
@@ -329,3 +350,46 @@ def test_chunks_written_as_bytes_equal_the_models_json(pieces, model, usage):
     for chunk in fast:
         if isinstance(chunk, bytes):
             ChatCompletionChunk.model_validate(json.loads(chunk))
+
+
+async def test_work_that_waits_is_cancelled_when_the_client_leaves(watchers):
+    client = Client()
+
+    async def waits_then_leaves() -> str:
+        client.leave.set()
+        await anyio.sleep(5)
+        return "never"
+
+    with anyio.fail_after(1):
+        assert await run_until_disconnect(client.receive, waits_then_leaves) == (None, True)
+    with anyio.fail_after(1):  # work that waits and ends first: its result, the watcher gone
+        assert await run_until_disconnect(Client().receive, answer_after_a_wait_value) == (
+            "done",
+            False,
+        )
+
+
+async def answer_after_a_wait_value() -> str:
+    await anyio.sleep(0.01)
+    return "done"
+
+
+async def test_the_app_watchers_keep_no_task_after_the_request(watchers):
+    """A watcher in the app's task group is not the request's child: it must be stopped when
+    the request ends — answered, failed or left — or it would listen for ever."""
+    if watchers is None:
+        pytest.skip("a task group of the request's own ends with it")
+    before = len(anyio.get_running_tasks())
+
+    async def failing(send) -> None:
+        await anyio.sleep(0.01)
+        raise Overloaded("busy")
+
+    with anyio.fail_after(2):
+        await run_until_disconnect(Client().receive, answer_after_a_wait_value)
+        with pytest.raises(Overloaded):
+            await answer_until_disconnect(Client().receive, Client().send, failing)
+        quiet = Client(spec=False)  # never says disconnect: its watcher expires after the grace
+        await answer_until_disconnect(quiet.receive, quiet.send, answer_after_a_wait)
+        await anyio.sleep(AFTER_ANSWER_SECONDS + 0.1)
+    assert len(anyio.get_running_tasks()) == before
