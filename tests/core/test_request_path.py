@@ -16,10 +16,10 @@ from ddx_llm import events
 from ddx_llm.api.chat import Observed, observe
 from ddx_llm.api.shaping import CompletionShaper
 from ddx_llm.backend import Delta, Usage
+from ddx_llm.disconnect import AFTER_ANSWER_SECONDS, WATCHERS, Watchers, run_until_disconnect
 from ddx_llm.errors import ModelUnavailable, Overloaded
 from ddx_llm.host import Admission, Drain, Lease
 from ddx_llm.schemas import ChatCompletionChunk
-from ddx_llm.disconnect import AFTER_ANSWER_SECONDS, WATCHERS, Watchers, run_until_disconnect
 from ddx_llm.sse import answer_until_disconnect
 
 pytestmark = pytest.mark.anyio
