@@ -40,6 +40,8 @@ class AppContext:
         host: the :class:`~ddx_llm.host.ModelHost` (set with the backend; None before).
         routes: every route, core routes first (set once they are collected).
         middleware: the middleware chain, outermost first (set once it is built).
+        observers: who takes which lifecycle event (:meth:`emit` delivers through it;
+            ``observers.takes(kind)`` says whether an event is worth making).
         watchers: the task group the requests' disconnect watchers run in, while the app's
             lifespan runs (:class:`~ddx_llm.disconnect.Watchers`).
     """
@@ -52,6 +54,7 @@ class AppContext:
         self.routes: list[BaseRoute] = []
         self.middleware: list[MiddlewareSpec] = []
         self.watchers = Watchers()
+        self.observers = events.Observers(pm.hook, self)
         self._state: dict[str, Any] = {}
         self._openapi: dict[str, Any] | None = None
 
@@ -72,9 +75,9 @@ class AppContext:
         return self._state[plugin]
 
     def emit(self, event: events.Event) -> None:
-        """Deliver a lifecycle event to every ``ddx_llm_observe`` implementation (see
-        :func:`ddx_llm.events.deliver`)."""
-        events.deliver(self.pm.hook, event, self)
+        """Deliver a lifecycle event to every ``ddx_llm_observe`` implementation that takes
+        it (see :class:`ddx_llm.events.Observers`)."""
+        self.observers.deliver(event)
 
     def not_ready_reasons(self) -> list[str]:
         """Problems besides the model's state: the backend's own report (a dead worker, a

@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Generator
-from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
@@ -48,7 +47,7 @@ async def wait_for_disconnect(receive: Receive) -> None:
 
 class Watchers:
     """The task group an app's disconnect watchers run in, for as long as its lifespan runs
-    (:meth:`running`).  :class:`~ddx_llm.factory.DdxApp` makes it the request's own
+    (:meth:`run`).  :class:`~ddx_llm.factory.DdxApp` makes it the request's own
     (:data:`WATCHERS`), so the helpers below find it without being handed it.
 
     A watcher here is not a child of the request it watches: the helpers stop it in every case
@@ -58,16 +57,16 @@ class Watchers:
         self._tasks: TaskGroup | None = None
         self._thread: int | None = None
 
-    @asynccontextmanager
-    async def running(self):
-        """Run the task group; on exit, watchers still running are cancelled."""
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED):
+        """Run the task group until cancelled (``await task_group.start(watchers.run)``);
+        watchers still running then are cancelled with it."""
         async with anyio.create_task_group() as tasks:
             self._tasks, self._thread = tasks, threading.get_ident()
             try:
-                yield self
+                task_status.started()
+                await anyio.sleep_forever()
             finally:
                 self._tasks = self._thread = None
-                tasks.cancel_scope.cancel()
 
     def group(self) -> TaskGroup | None:
         """The task group, when it runs on this thread's event loop (an app's lifespan and its

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.types import Scope
 
@@ -152,8 +152,12 @@ class TokenClock:
     """Times one generation's tokens: :class:`FirstToken` for the first generated piece,
     :class:`TokensGenerated` for each later one; :meth:`done` gives its :class:`RequestDone`."""
 
-    def __init__(self, emit: Emit, request: RequestInfo, model: str, started: float) -> None:
+    def __init__(
+        self, emit: Emit, request: RequestInfo, model: str, started: float, *, each: bool = True
+    ) -> None:
         self.emit = emit
+        self.each = each
+        """Emit :class:`TokensGenerated` (False when no observer takes it)."""
         self.request = request
         self.model = model
         self.started = started
@@ -166,7 +170,7 @@ class TokenClock:
         self.generated += count
         if self._last is None:
             self.emit(FirstToken(self.request, self.model, seconds=now - self.started))
-        else:
+        elif self.each:
             self.emit(TokensGenerated(self.request, self.model, count, now - self._last))
         self._last = now
 
@@ -184,37 +188,76 @@ class TokenClock:
         )
 
 
-def deliver(hook: Any, event: Event, app: Any) -> None:
-    """Give ``event`` to every ``ddx_llm_observe`` implementation; an observer's exception is
-    logged, never raised, and never keeps the event from the others (a plain hook call stops at
-    the first exception).
+def observes(*kinds: type[Event]) -> Callable[[F], F]:
+    """Declare the event types a ``ddx_llm_observe`` implementation takes (their subclasses
+    included); it is not called for others.  An observer that takes only ``RequestDone`` then
+    costs nothing per generated token::
 
-    How each implementation is called (which of ``event`` and ``app`` it takes) is worked out
-    once per set of implementations, not per event: events come several times per request."""
-    impls = hook.ddx_llm_observe.get_hookimpls()
-    key = tuple(impls)
-    calls = _CALLS.get(key)
-    if calls is None:
-        if len(_CALLS) > MAX_CALL_PLANS:
-            _CALLS.clear()
-        calls = _CALLS[key] = [_call_plan(impl) for impl in impls]
-    for function, takes, plugin in calls:
-        try:
-            if takes is BOTH:
-                function(event, app)
-            elif takes is EVENT:
-                function(event)
-            else:
-                arguments = {"event": event, "app": app}
-                function(**{name: arguments[name] for name in takes})
-        except Exception:
-            logger.exception("observer %s raised on %s; ignored", plugin, type(event).__name__)
+        @hookimpl
+        @observes(RequestDone)
+        def ddx_llm_observe(event, app): ...
+
+    Undeclared, an implementation gets every event."""
+    if not kinds or not all(isinstance(k, type) and issubclass(k, Event) for k in kinds):
+        raise TypeError(f"observes() takes event classes of ddx_llm.events; got {kinds!r}")
+
+    def mark(function: F) -> F:
+        function.ddx_llm_observes = kinds  # type: ignore[attr-defined]
+        return function
+
+    return mark
 
 
+class Observers:
+    """Delivers one app's events to its ``ddx_llm_observe`` implementations.
+
+    Which implementations take an event type, and how each is called (which of ``event`` and
+    ``app`` it takes), is worked out at the first event of that type, not per event: events
+    come several times per request.  The implementations are those registered when the app
+    was built, as for every other hook."""
+
+    def __init__(self, hook: Any, app: Any) -> None:
+        self._hook = hook
+        self._app = app
+        self._calls: dict[type[Event], list[_Call]] = {}
+
+    def takes(self, kind: type[Event]) -> bool:
+        """Whether any implementation takes events of ``kind`` (an event nobody takes need
+        not be made)."""
+        return bool(self._calls.get(kind) or self._plan(kind))
+
+    def deliver(self, event: Event) -> None:
+        """Give ``event`` to every implementation that takes it; an observer's exception is
+        logged, never raised, and never keeps the event from the others (a plain hook call
+        stops at the first exception)."""
+        calls = self._calls.get(type(event))
+        if calls is None:
+            calls = self._plan(type(event))
+        for function, takes, plugin in calls:
+            try:
+                if takes is BOTH:
+                    function(event, self._app)
+                elif takes is EVENT:
+                    function(event)
+                else:
+                    arguments = {"event": event, "app": self._app}
+                    function(**{name: arguments[name] for name in takes})
+            except Exception:
+                logger.exception("observer %s raised on %s; ignored", plugin, type(event).__name__)
+
+    def _plan(self, kind: type[Event]) -> list[_Call]:
+        calls = self._calls[kind] = [
+            _call_plan(impl)
+            for impl in self._hook.ddx_llm_observe.get_hookimpls()
+            if issubclass(kind, getattr(impl.function, "ddx_llm_observes", (Event,)))
+        ]
+        return calls
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+_Call = tuple[Callable[..., Any], tuple[str, ...], str]
 BOTH = ("event", "app")
 EVENT = ("event",)
-MAX_CALL_PLANS = 256
-_CALLS: dict[tuple[Any, ...], list[tuple[Callable[..., Any], tuple[str, ...], str]]] = {}
 
 
 def _call_plan(impl: Any) -> tuple[Callable[..., Any], tuple[str, ...], str]:

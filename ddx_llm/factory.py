@@ -223,10 +223,10 @@ def _lifespan(
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            await stack.enter_async_context(context.watchers.running())
             for manager in managers:
                 await stack.enter_async_context(manager)
             async with anyio.create_task_group() as tg:
+                await tg.start(context.watchers.run)
                 await tg.start(context.host.start)
                 yield
                 tg.cancel_scope.cancel()

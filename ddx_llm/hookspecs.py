@@ -190,6 +190,9 @@ def ddx_llm_observe(event: Event, app: AppContext) -> None:
     Called on the event loop, synchronously, for every event: observers must never block (hand
     I/O to a thread or a queue) and should not raise; an exception is logged and swallowed, and
     the other observers still get the event.  Ignore event types you do not know.
+    ``TokensGenerated`` comes once per generated piece: an implementation that does not want it
+    declares the types it takes with :func:`ddx_llm.events.observes` and is not called for the
+    others (when no implementation takes ``TokensGenerated``, the core does not even make it).
 
     Example: ``if isinstance(event, RequestDone): app.state("quota", dict)[event.request.client]
     = ...``.

@@ -60,7 +60,7 @@ from starlette.responses import JSONResponse
 from ddx_llm import hookimpl
 from ddx_llm.config import SectionSettings
 from ddx_llm.context import AppContext
-from ddx_llm.events import Event, RequestDone
+from ddx_llm.events import Event, RequestDone, observes
 from ddx_llm.routing import Route
 
 SECTION = "$name"
@@ -93,9 +93,9 @@ def ddx_llm_routes(app: AppContext) -> list[Route]:
 
 
 @hookimpl
+@observes(RequestDone)  # not called for the others (one per generated token among them)
 def ddx_llm_observe(event: Event, app: AppContext) -> None:
-    if isinstance(event, RequestDone):
-        finished(app)[event.finish_reason] += 1
+    finished(app)[event.finish_reason] += 1
 ''')
 
 TEST = Template('''\

@@ -150,7 +150,8 @@ async def _start(
         finish = "cancelled" if isinstance(exc, anyio.get_cancelled_exc_class()) else "error"
         app.emit(events.RequestDone(info, entry.id, finish, 0, 0, time.monotonic() - started))
         raise
-    clock = events.TokenClock(app.emit, info, entry.id, started)
+    each = app.observers.takes(events.TokensGenerated)
+    clock = events.TokenClock(app.emit, info, entry.id, started, each=each)
     early: list[bool] = []
     observed = observe(
         deltas, clock, app.emit, prompt.tokens, lease=lease, drain=app.host.drain, watch=watch,

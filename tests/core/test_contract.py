@@ -18,6 +18,7 @@ from ddx_llm.events import (
     RequestQueued,
     RequestStarted,
     TokensGenerated,
+    observes,
 )
 from ddx_llm.manager import BUILTIN_PLUGINS
 from ddx_llm.middleware import MiddlewareSpec
@@ -61,6 +62,33 @@ async def test_every_request_event_says_which_request_whose_and_where(conf_dir, 
     # the second request: its own id, the one its response carries
     second = [e for e in events if e.request.id == unnamed.headers["x-request-id"]]
     assert [type(e) for e in second][-1] is RequestDone and len(second) >= 3
+
+
+class DoneOnly:
+    """Declares the one event type it takes."""
+
+    @hookimpl
+    @observes(RequestDone)
+    def ddx_llm_observe(self, event, app):
+        app.state("done-only", list).append(event)
+
+
+async def test_an_observer_that_declares_its_events_gets_only_those(conf_dir):
+    write_conf(conf_dir, {"core": {"disabled_plugins": ["rate_limit", "metrics"]}})
+    plugins = (("recorder", Recorder()), ("done-only", DoneOnly()))
+    async with running_app(conf_dir, plugins) as (app, client):
+        await client.post(CHAT, json={**ECHO, "stream": True})
+    seen = app.context.state("done-only")
+    assert [type(e) for e in seen] == [RequestDone]
+    assert TokensGenerated in {type(e) for e in app.context.state("recorder")}
+    # without an observer that takes them, token events are not made at all
+    async with running_app(conf_dir, (("done-only", DoneOnly()),)) as (app, client):
+        assert not app.context.observers.takes(TokensGenerated)
+        assert app.context.observers.takes(RequestDone)
+        await client.post(CHAT, json={**ECHO, "stream": True})
+    assert [type(e) for e in app.context.state("done-only")] == [RequestDone]
+    with pytest.raises(TypeError, match="event classes"):
+        observes(dict)
 
 
 async def test_without_the_request_id_plugin_events_still_have_an_id(conf_dir):

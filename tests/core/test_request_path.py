@@ -51,12 +51,14 @@ async def watchers(request):
         yield None
         return
     found = Watchers()
-    async with found.running():
+    async with anyio.create_task_group() as tasks:
+        await tasks.start(found.run)
         token = WATCHERS.set(found)
         try:
             yield found
         finally:
             WATCHERS.reset(token)
+            tasks.cancel_scope.cancel()
 
 
 async def answer_ok(send) -> None:

@@ -25,7 +25,7 @@ from pydantic import Field
 from ddx_llm import hookimpl
 from ddx_llm.config import SectionSettings
 from ddx_llm.errors import ErrorInfo
-from ddx_llm.events import REQUEST_ID, Event
+from ddx_llm.events import REQUEST_ID, Event, RequestDone, observes
 from ddx_llm.routing import Route, matched_route
 
 from . import openapi
@@ -69,6 +69,7 @@ def ddx_llm_shape_error(info: ErrorInfo, scope: Any) -> ErrorInfo | None:
 
 
 @hookimpl
+@observes(RequestDone)
 def ddx_llm_observe(event: Event, app: Any) -> None:
     ended_usage(app).observe(event)
 

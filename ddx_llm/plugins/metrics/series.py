@@ -176,6 +176,7 @@ class MetricsCollector:
             ["model_name", "code"], registry=reg,
         )  # fmt: skip
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+        self._itl: dict[str, Any] = {}  # the inter-token latency child of each model
         for model_id in model_ids:
             self._initialise(model_id)
         self._handlers: dict[type, Callable[[Any], None]] = {
@@ -233,11 +234,17 @@ class MetricsCollector:
         self.child(self.queue_time, event.model).observe(event.queue_seconds)
 
     def _tokens(self, event: events.TokensGenerated) -> None:
-        if event.count <= 0:
+        count = event.count
+        if count <= 0:
             return
-        per_token = event.seconds / event.count
-        itl = self.child(self.itl, event.model)
-        for _ in range(event.count):
+        itl = self._itl.get(event.model)  # once per token: one lookup, no key to build
+        if itl is None:
+            itl = self._itl[event.model] = self.child(self.itl, event.model)
+        if count == 1:
+            itl.observe(event.seconds)
+            return
+        per_token = event.seconds / count
+        for _ in range(count):
             itl.observe(per_token)
 
     def _done(self, event: events.RequestDone) -> None:

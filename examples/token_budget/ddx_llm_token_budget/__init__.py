@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse
 
 from ddx_llm import hookimpl
 from ddx_llm.context import AppContext
-from ddx_llm.events import Event, RequestDone
+from ddx_llm.events import Event, RequestDone, observes
 from ddx_llm.middleware import MiddlewareSpec
 from ddx_llm.routing import Route
 
@@ -67,9 +67,9 @@ def ddx_llm_middleware(app: AppContext) -> MiddlewareSpec:
 
 
 @hookimpl
+@observes(RequestDone)
 def ddx_llm_observe(event: Event, app: AppContext) -> None:
-    if isinstance(event, RequestDone):
-        budget(app).record(event.request.client, event.prompt_tokens, event.completion_tokens)
+    budget(app).record(event.request.client, event.prompt_tokens, event.completion_tokens)
 
 
 @hookimpl
