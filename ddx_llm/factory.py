@@ -29,7 +29,7 @@ from .host import Admission, ModelHost
 from .manager import build_plugin_manager
 from .middleware import CORE, MiddlewareSpec, build_chain, check_order, error_shaping, framing
 from .middleware.body_limit import BodyLimitMiddleware
-from .routing import SCOPE_KEY, RouteMatcher
+from .routing import DirectRouter, RouteMatcher
 
 logger = logging.getLogger("ddx_llm")
 
@@ -55,7 +55,7 @@ class DdxApp:
         if scope["type"] != "http":
             await self.asgi(scope, receive, send)
             return
-        scope[SCOPE_KEY] = self.matcher(scope)
+        self.matcher.match(scope)
         WATCHERS.set(self.context.watchers)  # the request's task: its own copy of the context
         scope.setdefault("state", {})  # plugins may rely on it (request id, client identity)
         await self._guarded(scope, receive, send)
@@ -100,7 +100,9 @@ def create_app(
     context.routes = routes = collect_routes(context)
     router = Router(routes, lifespan=_lifespan(context, collect_lifespans(context)))
     context.middleware = specs = collect_middleware(context)
-    asgi = build_chain(BodyLimitMiddleware(router, settings.core.max_body_bytes), specs)
+    asgi = build_chain(
+        BodyLimitMiddleware(DirectRouter(router), settings.core.max_body_bytes), specs
+    )
     logger.info("ddx-llm ready to start: backend %s, model %s", backend.name, host.default_model)
     return DdxApp(context, asgi, RouteMatcher(routes))
 

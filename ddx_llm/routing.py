@@ -22,9 +22,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.routing import BaseRoute, Match, Mount
+from starlette.routing import BaseRoute, Match, Mount, Router
 from starlette.routing import Route as StarletteRoute
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
 
 SCOPE_KEY = "ddx_llm.route"
 UNMATCHED_TEMPLATE = "unmatched"
@@ -90,11 +90,57 @@ class RouteMatcher:
         self._match = functools.lru_cache(maxsize=MATCH_CACHE_SIZE)(self._uncached)
 
     def __call__(self, scope: Scope) -> RouteMatch:
-        return self._match(scope["method"], route_path(scope))
+        return self._match(scope["method"], route_path(scope))[0]
 
-    def _uncached(self, method: str, path: str) -> RouteMatch:
+    def match(self, scope: Scope) -> None:
+        """Put the match in ``scope`` for :func:`matched_route` and, when it is a route of the
+        top level that takes the request as it is, for :class:`DirectRouter`."""
+        found, direct = self._match(scope["method"], route_path(scope))
+        scope[SCOPE_KEY] = found
+        if direct is not None:
+            scope[DIRECT_KEY] = (scope["method"], scope["path"], *direct)
+
+    def _uncached(
+        self, method: str, path: str
+    ) -> tuple[RouteMatch, tuple[BaseRoute, dict[str, Any]] | None]:
         probe = {"type": "http", "method": method, "path": path, "root_path": ""}
-        return _find(self.routes, probe, "") or UNMATCHED
+        return _find(self.routes, probe, "") or UNMATCHED, _direct(self.routes, probe)
+
+
+DIRECT_KEY = "ddx_llm.direct"
+
+
+def _direct(routes: Sequence[BaseRoute], scope: dict[str, Any]) -> tuple[BaseRoute, dict] | None:
+    """The first route that matches fully, as Starlette's router takes it, and the scope it
+    adds; None when it is a Mount or no route matches fully (the router then decides: 405,
+    redirect, 404)."""
+    for route in routes:
+        match, child = route.matches(scope)
+        if match is Match.FULL:
+            return None if isinstance(route, Mount) else (route, child)
+    return None
+
+
+class DirectRouter:
+    """Starlette's ``Router``, without its search through every route for a request the app
+    matched already (:meth:`RouteMatcher.match`): it hands the request to that route as the
+    router would.  Anything else — another scope type, a request some middleware rewrote to
+    another method or path, a Mount, no full match — goes to the router itself."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        direct = scope.get(DIRECT_KEY)
+        if direct is None or direct[0] != scope["method"] or direct[1] != scope["path"]:
+            await self.router(scope, receive, send)
+            return
+        route, child = direct[2], direct[3]
+        scope.setdefault("router", self.router)
+        scope["route"] = route
+        scope.update(child)
+        scope["path_params"] = dict(child["path_params"])  # the cached one stays as it was
+        await route.handle(scope, receive, send)
 
 
 def _find(routes: Sequence[BaseRoute], scope: dict[str, Any], prefix: str) -> RouteMatch | None:

@@ -62,7 +62,7 @@ def loads(raw: bytes) -> Any:
         depth_exceeded = True
     else:
         depth_exceeded = False
-    if depth_exceeded or not _check(data):
+    if depth_exceeded or (_may_need_check(raw) and not _check(data)):
         raise RequestInvalid(
             "the request body is nested too deeply",
             detail=f"at most {MAX_DEPTH} levels of arrays and objects",
@@ -72,6 +72,16 @@ def loads(raw: bytes) -> Any:
 
 def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not a JSON value")
+
+
+def _may_need_check(raw: bytes) -> bool:
+    """False when ``raw`` can hold neither nesting deeper than MAX_DEPTH (it has no more
+    brackets than that, counted in C) nor a lone surrogate (in UTF-8 JSON one is only ever
+    written as a ``\\u`` escape): most request bodies, which then skip :func:`_check`'s walk.
+    Anything but UTF-8 bytes (JSON in UTF-16 or 32 has NUL bytes) is always checked."""
+    if not isinstance(raw, bytes) or b"\x00" in raw or b"\\u" in raw:
+        return True
+    return raw.count(b"[") + raw.count(b"{") > MAX_DEPTH
 
 
 def _check(data: Any) -> bool:

@@ -62,3 +62,78 @@ def test_a_match_carries_what_the_route_declares():
 
 def test_matching_ignores_the_mount_prefix_of_the_app():
     assert match("POST", "/prefix/v1/chat", root="/prefix").template == "/v1/chat"
+
+
+async def _answer(app, method: str, path: str, rewrite: str | None = None) -> tuple[int, bytes]:
+    """Run one request through ``RouteMatcher.match`` then ``app`` (optionally rewriting the
+    path in between, as a middleware may); returns the status and body."""
+    scope = {"type": "http", "method": method, "path": path, "root_path": "", "headers": [],
+             "query_string": b""}  # fmt: skip
+    matcher = RouteMatcher(app.router.routes)
+    matcher.match(scope)
+    if rewrite is not None:
+        scope["path"] = rewrite
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+@pytest.mark.anyio
+async def test_the_direct_router_answers_as_starlettes_router_does():
+    from starlette.responses import PlainTextResponse
+
+    from ddx_llm.routing import DirectRouter
+
+    async def item(request):
+        return PlainTextResponse(
+            f"item {request.path_params['item_id']} via {request.scope['route'].path}"
+        )
+
+    async def other(request):
+        return PlainTextResponse("other")
+
+    async def mounted(request):
+        return PlainTextResponse("mounted")
+
+    router = Router(
+        [
+            Route("/items/{item_id}", item, methods=["GET"]),
+            Route("/other", other, methods=["GET"]),
+            Mount("/api", app=Router([Route("/x", mounted)])),
+        ]
+    )
+    direct = DirectRouter(router)
+    cases = [
+        ("GET", "/items/7", None),  # matched: straight to the route, its path params fresh
+        ("GET", "/items/8", None),
+        ("POST", "/items/7", None),  # another method: the router's 405
+        ("GET", "/nothing", None),  # the router's 404
+        ("GET", "/api/x", None),  # a Mount: the router
+        ("GET", "/items/7", "/other"),  # rewritten by a middleware after matching: the router
+    ]
+    for method, path, rewrite in cases:
+        expected = await _answer(_Plain(router), method, path, rewrite)
+        assert await _answer(_Plain(direct, router), method, path, rewrite) == expected
+    assert await _answer(_Plain(direct, router), "GET", "/items/8") == (
+        200,
+        b"item 8 via /items/{item_id}",
+    )
+    assert await _answer(_Plain(direct, router), "GET", "/items/7", "/other") == (200, b"other")
+
+
+class _Plain:
+    """An app with ``router.routes`` for :func:`_answer`."""
+
+    def __init__(self, app, router=None) -> None:
+        self.app = app
+        self.router = router or app
+
+    async def __call__(self, scope, receive, send) -> None:
+        await self.app(scope, receive, send)

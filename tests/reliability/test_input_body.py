@@ -84,9 +84,19 @@ async def test_json_and_plus_json_types_with_parameters_are_accepted(client, con
         (b'{"messages": [{"role": "user", "content": [{"type": "text", "text": "a\\udfff"}]}]}',
          "lone UTF-16 surrogate"),
         (b'{"messages": [{"role": "user", "content": "x"}], "temperature": NaN}', "malformed"),
+        # JSON in UTF-16 (json.loads accepts it): its escapes are not the bytes of UTF-8's
+        ('{"messages": [{"role": "user", "content": "\\ud800"}]}'.encode("utf-16"),
+         "lone UTF-16 surrogate"),
     ],
 )  # fmt: skip
 async def test_input_that_breaks_parsers_is_422_not_500(client, raw, message, stream):
+    if raw.startswith(b"\xff\xfe"):  # UTF-16: the stream flag in the same encoding
+        text = raw.decode("utf-16")
+        raw = text.replace("{", '{"stream": ' + json.dumps(stream) + ", ", 1).encode("utf-16")
+        response = await client.post(CHAT, content=raw, headers=JSON)
+        assert response.status_code == 422, response.text[:300]
+        assert message in documented(response.json())["message"]
+        return
     payload = b'{"stream": ' + json.dumps(stream).encode() + b", " + raw[1:]
     response = await client.post(CHAT, content=payload, headers=JSON)
     assert response.status_code == 422, response.text[:300]
