@@ -18,13 +18,16 @@ matches), whether it is protected, and its surface.  Middleware that decides or 
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 from starlette.routing import BaseRoute, Match, Mount, Router
 from starlette.routing import Route as StarletteRoute
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 SCOPE_KEY = "ddx_llm.route"
 UNMATCHED_TEMPLATE = "unmatched"
@@ -47,6 +50,30 @@ class Route(StarletteRoute):
         super().__init__(path, endpoint, **kwargs)
         self.protected = protected
         self.surface = surface
+        handler = endpoint
+        while isinstance(handler, functools.partial):
+            handler = handler.func
+        plain = not kwargs.get("middleware") and kwargs.get("max_body_size") is None
+        if plain and (inspect.isfunction(handler) or inspect.ismethod(handler)):
+            self.app = request_response(endpoint)
+
+
+def request_response(endpoint: Callable[..., Any]) -> ASGIApp:
+    """Starlette's ``request_response`` — ``endpoint(request)`` returns the response, run in
+    a thread when it is not async — without its exception-handler wrapper: a ddx-llm app has
+    no Starlette exception handlers (the core's error layer answers every exception), so that
+    wrapper would only re-raise, at the cost of a ``send`` wrapper on every message."""
+    handler = endpoint
+    while isinstance(handler, functools.partial):
+        handler = handler.func
+    asynchronous = inspect.iscoroutinefunction(handler)
+    call = endpoint if asynchronous else functools.partial(run_in_threadpool, endpoint)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        response = await call(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+    return app
 
 
 @dataclass(frozen=True)

@@ -137,3 +137,25 @@ class _Plain:
 
     async def __call__(self, scope, receive, send) -> None:
         await self.app(scope, receive, send)
+
+
+@pytest.mark.anyio
+async def test_function_endpoints_answer_without_starlettes_exception_wrapper():
+    """Sync endpoints run in a thread, async ones on the loop, and an exception reaches the
+    layers outside as it was raised (the core's error layer answers it)."""
+    import threading
+
+    from starlette.responses import PlainTextResponse
+
+    loop_thread = threading.get_ident()
+
+    def sync(request):
+        return PlainTextResponse("thread" if threading.get_ident() != loop_thread else "loop")
+
+    async def failing(request):
+        raise LookupError("raised as it is")
+
+    router = Router([Route("/sync", sync), Route("/failing", failing)])
+    assert await _answer(_Plain(router), "GET", "/sync") == (200, b"thread")
+    with pytest.raises(LookupError, match="raised as it is"):
+        await _answer(_Plain(router), "GET", "/failing")
