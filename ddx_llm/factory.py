@@ -48,7 +48,7 @@ class DdxApp:
         self.context = context
         self.asgi = asgi
         self.matcher = matcher
-        self._guarded = error_shaping.ErrorShapingMiddleware(asgi, context)
+        self._guarded = error_shaping.ErrorShapingMiddleware(asgi, context, outermost=True)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self

@@ -25,33 +25,45 @@ ORDER = 400
 NAME = "errors"
 
 
+STARTED = "ddx_llm.response_started"
+"""Scope key: a one-item list, true once a response start went out through the outermost
+error layer — what every error layer of the request reads instead of wrapping ``send``."""
+
+
 class ErrorShapingMiddleware:
     """Turn exceptions from the inner app into documented error responses.
 
     If the response has already started (a stream), nothing more can be sent: the error is
     logged and the response ends unfinished (the SSE layer reports in-band errors itself,
-    before this).
+    before this).  Whether it started is tracked once per request, by the outermost layer
+    (``outermost=True``: :class:`~ddx_llm.factory.DdxApp`'s); a layer inside it reads that
+    (:data:`STARTED`) instead of wrapping ``send`` again — every message of a stream passes
+    through each wrapper.
     """
 
-    def __init__(self, app: ASGIApp, context: Any) -> None:
+    def __init__(self, app: ASGIApp, context: Any, *, outermost: bool = False) -> None:
         self.app = app
         self.context = context
+        self.outermost = outermost
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
+        started = None if self.outermost else scope.get(STARTED)
+        inner_send = send
+        if started is None:
+            started = scope[STARTED] = [False]
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+            async def inner_send(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    started[0] = True
+                await send(message)
 
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, inner_send)
         except Exception as exc:
-            await answer_error(exc, self.context, scope, receive, send, started=started)
+            await answer_error(exc, self.context, scope, receive, send, started=started[0])
 
 
 async def answer_error(

@@ -229,3 +229,42 @@ async def test_a_surface_restates_errors_in_its_own_shape(conf_dir):
     events = [line for line in streamed.text.splitlines() if line.startswith("data: {")]
     assert json.loads(events[-1].removeprefix("data: "))["error"]["error"]["kind"] == "llm_error"
     assert documented(elsewhere.json())["code"] == "not_found"  # other routes keep ours
+
+
+class Failing:
+    """A route that fails after its response started, and a middleware outside the core's
+    error layer that fails before anything was sent."""
+
+    @hookimpl
+    def ddx_llm_routes(self):
+        from ddx_llm.routing import Route
+
+        class HalfAnswer:
+            async def __call__(self, scope, receive, send):
+                await send({"type": "http.response.start", "status": 200, "headers": []})
+                await send({"type": "http.response.body", "body": b"half", "more_body": True})
+                raise RuntimeError("failed mid-answer")
+
+        return [Route("/half", HalfAnswer(), methods=["GET"])]
+
+    @hookimpl
+    def ddx_llm_middleware(self):
+        class Outside:
+            def __init__(self, inner):
+                self.inner = inner
+
+            async def __call__(self, scope, receive, send):
+                if scope.get("path") == "/outside":
+                    raise RuntimeError("failed outside the error layer")
+                await self.inner(scope, receive, send)
+
+        return MiddlewareSpec("outside", 120, Outside)
+
+
+async def test_errors_after_the_start_end_the_answer_and_outside_ones_are_shaped(conf_dir, caplog):
+    async with running_app(conf_dir, (("failing", Failing()),)) as (_, client):
+        outside = await client.get("/outside")
+        with pytest.raises(Exception):  # noqa: B017 - the transport reports the cut body
+            await client.get("/half")
+    assert outside.status_code == 500 and documented(outside.json())["code"]
+    assert "failed after its response started" in caplog.text
