@@ -107,8 +107,16 @@ class Backend(Protocol):
         """
 
     async def unload(self, handle: Any) -> None:
-        """Release the model behind ``handle`` and return its memory.  Called once, when no
-        request uses it any more."""
+        """Release the model behind ``handle`` and free its memory: once it returns, the
+        model's memory is free for the next load (whether it is given back to the system now
+        or in :meth:`after_load` is the backend's call).  Called once, when no request uses it
+        any more."""
+
+    async def after_load(self, handle: Any) -> None:
+        """Work that can wait until the model just loaded serves, e.g. giving the memory of the
+        one it replaced back to the system.  Called once a load has succeeded and been timed
+        (``load_ms``), before another load may start; must not raise.  Optional
+        (:class:`BackendBase`: nothing)."""
 
     async def prepare(
         self, handle: Any, entry: ModelEntry, request: ChatCompletionRequest
@@ -151,7 +159,8 @@ class Backend(Protocol):
 
 class BackendBase:
     """Defaults for the optional members of :class:`Backend`: no preferred model, no
-    preflight, no load progress, no ``/health`` field, always ready, nothing to close."""
+    preflight, nothing after a load, no load progress, no ``/health`` field, always ready,
+    nothing to close."""
 
     name: str
     real_model_mode: bool = True
@@ -160,6 +169,9 @@ class BackendBase:
         return None
 
     async def preflight(self, entry: ModelEntry, resident: Any | None) -> None:
+        return None
+
+    async def after_load(self, handle: Any) -> None:
         return None
 
     def load_progress(self, entry: ModelEntry) -> float | None:

@@ -2,8 +2,10 @@
 
 States: ``idle`` (nothing loaded yet) → ``loading`` → ``ready`` or ``failed``.  A swap drains the
 old model first (requests already generating finish on it, new ones wait), unloads it, then loads
-the new one — so two models are never resident at once.  Loads are serialized.  At shutdown the
-host drains (:mod:`.drain`): new requests and loads are refused, admitted ones finish or are cut.
+the new one — so two models are never resident at once — and, once it serves (``load_ms``
+taken), lets the backend finish what can wait (``after_load``).  Loads are serialized.  At
+shutdown the host drains (:mod:`.drain`): new requests and loads are refused, admitted ones
+finish or are cut.
 """
 
 from __future__ import annotations
@@ -156,6 +158,7 @@ class ModelHost:
                 self._fail(model_id, "load interrupted")
                 raise
             load_ms = self._finish_load(entry, handle)
+            await self._after_load(handle)
         swapped = previous is not None
         self.emit(events.ModelLoaded(model=model_id, seconds=load_ms / 1000, swapped=swapped))
         return {"swapped": True, "load_ms": load_ms, "loaded": True}
@@ -191,6 +194,18 @@ class ModelHost:
         self._settled.set()
         logger.info("model %s ready in %.0f ms", entry.id, load_ms)
         return load_ms
+
+    async def _after_load(self, handle: Any) -> None:
+        """The backend's work that waits until the new model serves (``load_ms`` is taken):
+        before the next load starts, never failing this one."""
+        after_load = getattr(self.backend, "after_load", None)  # optional (BackendBase)
+        if after_load is None:
+            return
+        try:
+            with anyio.CancelScope(shield=True):
+                await after_load(handle)
+        except Exception:
+            logger.exception("after loading %s", self.model_id)
 
     def _fail(self, model_id: str, error: str) -> None:
         self.state = ModelState.FAILED

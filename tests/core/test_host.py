@@ -35,6 +35,8 @@ class GatedBackend(BackendBase):
         self.resident: set[str] = set()
         self.most_resident = 0
         self.unloaded: list[str] = []
+        self.after_loads: list[str] = []
+        self.after_gate: anyio.Event | None = None
         self.tokens = 3
         self.delay = 0.0
 
@@ -53,6 +55,11 @@ class GatedBackend(BackendBase):
     async def unload(self, handle):
         self.resident.discard(handle)
         self.unloaded.append(handle)
+
+    async def after_load(self, handle):
+        self.after_loads.append(handle)
+        if self.after_gate is not None:
+            await self.after_gate.wait()
 
     async def prepare(self, handle, entry, request):
         return Prompt(tokens=3)
@@ -148,6 +155,39 @@ async def test_swap_and_reload_of_the_resident_model(conf_dir, plugin):
         assert (unknown.status_code, unknown.json()["code"]) == (404, "model_not_found")
         invalid = await client.post("/v1/models/load", json={"model": "m-b"})
         assert (invalid.status_code, invalid.json()["code"]) == (422, "request_invalid")
+
+
+async def test_after_load_runs_once_the_new_model_serves_and_before_the_answer(conf_dir, plugin):
+    """``after_load`` runs after each good load (not a failed one), with ``load_ms`` taken and
+    the new model serving; the load's answer waits for it, and so does the next load."""
+    backend = plugin.backend
+    async with running_app(conf_dir, extra_plugins=[("gated", plugin)]) as (_, client):
+        backend.after_gate = anyio.Event()
+        answers = {}
+
+        async def load(model_id):
+            answers[model_id] = await client.post("/v1/models/load", json={"model_id": model_id})
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(load, "m-b")
+            with anyio.fail_after(5):
+                while backend.after_loads[-1:] != ["m-b"]:
+                    await anyio.sleep(0.01)
+            tg.start_soon(load, "m-a")  # waits for the load before to finish
+            current = (await client.get("/v1/models/current")).json()
+            assert current["model_id"] == "m-b" and current["loaded"] is True
+            assert current["last_load_ms"] is not None
+            chat = await client.post(CHAT, json=ask())
+            assert chat.json()["choices"][0]["message"]["content"].startswith("m-b:0")
+            await anyio.sleep(0.05)
+            assert answers == {} and backend.unloaded == ["m-a"]
+            backend.after_gate.set()
+        assert answers["m-b"].json()["load_ms"] == current["last_load_ms"]
+        assert answers["m-a"].json()["swapped"] is True
+        failed = await client.post("/v1/models/load", json={"model_id": "m-broken"})
+        assert failed.status_code == 503
+    assert backend.after_loads == ["m-a", "m-b", "m-a"]
+    assert backend.unloaded == ["m-a", "m-b", "m-a"]
 
 
 async def test_in_flight_requests_finish_on_their_model_before_it_is_unloaded(conf_dir, plugin):

@@ -3,8 +3,9 @@
 ``load`` starts a :class:`~.worker.ModelWorker`: the bundled model's conversion, the memory fit
 check and ``mlx_lm.load`` happen on that thread, never on the event loop; their progress
 (conversion, then weights) is ``load_progress`` for ``/health``, and a log line every 5 s.
-``unload`` stops it and waits until the model's memory is handed back (figures in ``/health`` →
-``mlx.last_unload``).
+``unload`` stops it and waits until the model's memory is freed, for the next model to reuse;
+``after_load`` (the next model serves) or ``close`` give it back to the system (figures in
+``/health`` → ``mlx.last_unload``: ``dropped`` when freed, ``released`` when given back).
 ``prepare`` checks the request and renders the prompt with the real tokenizer in a thread (so
 ``Prompt.tokens`` is exact and the core's ``context_too_long`` check is too) and, when the
 request asks for structure (``response_format``, a forced ``tool_choice``), compiles its
@@ -120,7 +121,10 @@ class MlxBackend(BackendBase):
             prompt_cache_bytes=int(self.options.prompt_cache_gb * memory.GB),
         )
         self.last_unload: dict[str, Any] | None = None
-        """Memory figures of the last unload: resident, dropped, released."""
+        """Memory figures of the last unload: resident, dropped, released (the next model
+        resident, if one was loaded)."""
+        self._unreleased = False
+        """An unloaded model's memory is freed but not given back to the system yet."""
         self._loading: dict[str, LoadProgress] = {}
         """The progress of the loads under way, by model id."""
 
@@ -163,15 +167,35 @@ class MlxBackend(BackendBase):
         return progress.fraction if progress is not None else None
 
     async def unload(self, handle: MlxHandle) -> None:
-        """Stop the worker and wait until it has dropped the model and returned its memory."""
+        """Stop the worker and wait until it has dropped the model and freed its memory (for
+        the next model to reuse; :meth:`after_load` or :meth:`close` give it back)."""
         resident = memory.figures()
         started = time.monotonic()
         handle.worker.stop()
         await anyio.to_thread.run_sync(handle.worker.join)
+        self._unreleased = True
         unload_ms = round((time.monotonic() - started) * 1000, 1)
-        self.last_unload = {"model": handle.entry.id, "unload_ms": unload_ms, "resident": resident}
-        self.last_unload.update(handle.worker.released or {})
+        self.last_unload = {"model": handle.entry.id, "unload_ms": unload_ms, "resident": resident,
+                            "dropped": handle.worker.dropped}  # fmt: skip
         logger.info("unloaded %s: %s", handle.entry.id, self.last_unload)
+
+    async def after_load(self, handle: MlxHandle) -> None:
+        """Once the next model serves: give the memory the last unload freed (and the next
+        model did not reuse) back to the system."""
+        await self._release()
+
+    async def close(self) -> None:
+        """At shutdown, after the last unload: give its memory back to the system."""
+        await self._release()
+
+    async def _release(self) -> None:
+        if not self._unreleased:
+            return
+        self._unreleased = False
+        released = await anyio.to_thread.run_sync(_release)
+        if self.last_unload is not None:
+            self.last_unload["released"] = released
+        logger.info("memory given back to the system: %s", released)
 
     async def preflight(self, entry: ModelEntry, resident: MlxHandle | None) -> None:
         """Raise ModelUnavailable when ``entry`` cannot fit even once the ``resident`` model is
@@ -298,3 +322,9 @@ class MlxBackend(BackendBase):
                     job.cancel.set()  # the one call asked for is made: stop generating
         finally:
             job.cancel.set()
+
+
+def _release() -> dict[str, float]:
+    """:func:`.memory.release`, then the memory figures."""
+    memory.release()
+    return memory.figures()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ddx_llm.errors import ModelUnavailable
-from ddx_llm.plugins.mlx_models.memory import check_fits
+from ddx_llm.plugins.mlx_models.memory import check_fits, release
 from ddx_llm.plugins.mlx_models.progress import WEIGHTS, Progress, Sink, current_sink
 from ddx_llm.plugins.mlx_models.source import ModelSource, model_folder
 
@@ -37,13 +37,16 @@ def load_model(
 
     With ``headroom_gb`` set, a local model folder is first checked against the memory
     available (:func:`.memory.check_fits`): a model that does not fit is refused with
-    ModelUnavailable before anything is loaded.
+    ModelUnavailable before anything is loaded.  Memory the process has freed but not given
+    back yet (a previous model's: :func:`.memory.release` waits until the next model is ready)
+    is not available to the check: when it refuses, that memory is given back first and the
+    check made again.
     """
     from mlx_lm import load
 
     folder = model_folder(source, models_dir, allow_download=allow_download)
     if headroom_gb is not None and Path(folder).is_dir():
-        check_fits(source.model_id, Path(folder), headroom_gb)
+        fits(source.model_id, Path(folder), headroom_gb)
     logger.info("loading %s from %s", source.model_id, folder)
     try:
         model, tokenizer = load(
@@ -60,6 +63,15 @@ def load_model(
             detail=f"{folder}: {type(exc).__name__}: {exc}",
         ) from exc
     return model, tokenizer
+
+
+def fits(model_id: str, folder: Path, headroom_gb: float) -> None:
+    """:func:`.memory.check_fits`, again after :func:`.memory.release` when it refuses."""
+    try:
+        check_fits(model_id, folder, headroom_gb)
+    except ModelUnavailable:
+        release()
+        check_fits(model_id, folder, headroom_gb)
 
 
 def evaluate_weights(model: Any, report: Sink | None) -> None:

@@ -12,9 +12,13 @@ wedged device all show as a growing number, which the plugin's readiness hook tu
 
 Stopping (unload) ends the loop: sequences still in the batch fail with ``model_unavailable``
 (the host drains requests before unloading, so normally there are none), the engine drops the
-model, its generator and its prompt cache, and :func:`.memory.release` hands the memory back
-(figures before and after are kept in :attr:`ModelWorker.released`).  The thread's last act is
-``mx.clear_streams()``, without which the process may abort at exit.
+model, its generator and its prompt cache, and :func:`.memory.empty_cache` hands MLX's buffer
+cache to the allocator (figures in :attr:`ModelWorker.dropped`): every array of the model is
+freed then — by reference counting, or, when the model object outlived the drop (a reference
+cycle), by a garbage collection on the spot.  Giving the memory back to the system
+(:func:`.memory.release`) is the owner's call: the backend does it once the next model is
+ready, which reuses the freed memory meanwhile.  A failed load releases at once.  The thread's
+last act is ``mx.clear_streams()``, without which the process may abort at exit.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import os
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -114,13 +119,14 @@ class ModelWorker(threading.Thread):
         self.progress = progress
         self.loaded: Future[Any] = Future()
         self.last_step = time.monotonic()
-        self.released: dict[str, dict[str, float]] | None = None
-        """Memory figures when the model was dropped and after it was released."""
+        self.dropped: dict[str, float] | None = None
+        """Memory figures once the model was dropped (before MLX's cache was emptied)."""
         self.crashed: str | None = None
         """Why the loop died, if it did (a bug: steps catch generation errors themselves)."""
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self.arrivals = Arrivals()
         self._engine: BatchEngine | None = None
+        self._model: weakref.ref[Any] | None = None
         self._stopping = False
 
     # ------------------------------------------------------------------ other threads
@@ -189,6 +195,7 @@ class ModelWorker(threading.Thread):
                     self.options.prompt_cache_entries, self.options.prompt_cache_bytes
                 ),
             )
+            self._model = weakref.ref(model)
             del model
         except BaseException as exc:
             failed = self._stopping = True
@@ -197,7 +204,7 @@ class ModelWorker(threading.Thread):
             # its frames may hold half-loaded weights: keep the error, not them
             self.loaded.set_exception(_detached(exc))
         if failed:
-            self._finish()
+            self._finish(release=True)
             return
         self.loaded.set_result(tokenizer)
         try:
@@ -272,14 +279,18 @@ class ModelWorker(threading.Thread):
             if job is not None:
                 job.post(Failed(ModelUnavailable("the model was unloaded", retry_after=1)))
 
-    def _finish(self) -> None:
-        """Release the model's memory (its last references are gone) and this thread's
-        streams; record the memory figures on the way."""
+    def _finish(self, release: bool = False) -> None:
+        """Free the model's memory (its last references are gone) for the next model, or give
+        it back to the system (``release``: after a failed load), and this thread's streams;
+        record the memory figures on the way."""
         import mlx.core as mx
 
-        dropped = memory.figures()
-        memory.release()
-        self.released = {"dropped": dropped, "released": memory.figures()}
+        self.dropped = memory.figures()
+        if release:
+            memory.release()
+        else:
+            outlived = self._model is not None and self._model() is not None
+            memory.empty_cache(collect=outlived)
         mx.clear_streams()
 
 

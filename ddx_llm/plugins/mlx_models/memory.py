@@ -2,11 +2,17 @@
 
 - :func:`figures`: MLX's active memory (live arrays), its buffer cache (freed arrays kept for
   reuse), its peak, and the process's resident set size, in MB.
-- :func:`release`: after the last reference to a model is gone, collect garbage, empty MLX's
-  buffer cache (``mx.clear_cache()``, which mlx-lm's server never calls on a model change) and,
-  on glibc, ``malloc_trim(0)``: MLX's CPU allocator frees with ``free()``, and glibc keeps freed
-  heap pages mapped (measured: RSS stayed ~115 MB above its pre-load level after a 98 MB model
-  was dropped and the cache cleared; ``malloc_trim`` returned it).
+- :func:`empty_cache`: once a model's last reference is dropped, empty MLX's buffer cache
+  (``mx.clear_cache()``, which mlx-lm's server never calls on a model change) into the
+  allocator, where the next model's weights reuse it; arrays still held by reference cycles are
+  collected first.
+- :func:`release`: give freed memory back to the system — collect garbage, empty MLX's cache
+  and, on glibc, ``malloc_trim(0)``: MLX's CPU allocator frees with ``free()``, and glibc keeps
+  freed heap pages mapped (measured: RSS stayed ~115 MB above its pre-load level after a 98 MB
+  model was dropped and the cache cleared; ``malloc_trim`` returned it).  Right before a load
+  this only costs time — the collection, and the pages given back are faulted in again while the
+  weights are read — so a swap releases once the next model is ready, and before the load only
+  when the fit check would refuse it otherwise.
 - :func:`check_fits`: before ``mlx_lm.load``, the model's weights on disk plus
   ``[mlx] memory_headroom_gb`` must fit in the memory available (psutil's ``available``:
   ``MemAvailable`` on Linux, free + inactive pages on macOS) and, on Apple GPUs, in Metal's
@@ -49,12 +55,21 @@ def figures() -> dict[str, float]:
     }
 
 
-def release() -> None:
-    """Return freed memory to the system (call once the model's last reference is dropped)."""
+def empty_cache(collect: bool = False) -> None:
+    """Hand MLX's buffer cache to the allocator, for the next model to reuse (call once the
+    model's last reference is dropped); ``collect`` first collects garbage — when reference
+    cycles still hold the model's arrays."""
     import mlx.core as mx
 
-    gc.collect()
+    if collect:
+        gc.collect()
     mx.clear_cache()
+
+
+def release() -> None:
+    """Return freed memory to the system (call once the model's last reference is dropped)."""
+    gc.collect()
+    empty_cache()
     trim = _malloc_trim()
     if trim is not None:
         trim(0)

@@ -70,8 +70,8 @@ async def test_start_up_loads_in_the_background_then_serves(mlx_conf):
 
 async def test_a_swap_gives_the_old_models_memory_back(mlx_conf, mlx_models_dir):
     """MLX active and cache memory and the process's RSS: with the first model resident, once
-    it is dropped (its arrays gone to MLX's cache), once released (cache emptied, heap trimmed),
-    and with the second model resident."""
+    it is dropped (its arrays gone to MLX's cache), and once the second model is resident and
+    the memory it did not reuse released (cache emptied, heap trimmed)."""
     weights, base = weights_mb(mlx_models_dir), active_mb()
     async with running_app(mlx_conf) as (_, client):
         await wait_ready(client)
@@ -88,8 +88,9 @@ async def test_a_swap_gives_the_old_models_memory_back(mlx_conf, mlx_models_dir)
     assert dropped["active_mb"] - base < 0.05 * weights  # every array of the old model is gone
     assert dropped["cache_mb"] > 0  # ... some into MLX's buffer cache (up to its limit), until
     assert released["cache_mb"] == 0  # mx.clear_cache() empties it
-    assert released["rss_mb"] < resident["rss_mb"] - 0.8 * weights  # and the process shrinks
-    # one model resident afterwards, not two
+    # one model resident afterwards, not two: the second took the memory the first freed
+    assert abs(released["active_mb"] - resident["active_mb"]) < 0.2 * weights
+    assert released["rss_mb"] < resident["rss_mb"] + 0.2 * weights
     assert abs(after["active_mb"] - resident["active_mb"]) < 0.2 * weights
     assert after["rss_mb"] < resident["rss_mb"] + 0.5 * weights
 

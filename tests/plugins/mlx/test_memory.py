@@ -68,3 +68,14 @@ def test_figures_and_release_report_mlx_and_process_memory():
     assert set(held) == {"active_mb", "cache_mb", "peak_mb", "rss_mb"}
     assert held["active_mb"] >= 4 and after["active_mb"] <= held["active_mb"] - 4
     assert after["cache_mb"] == 0 and after["rss_mb"] > 0
+
+
+def test_the_loads_own_check_gives_freed_memory_back_before_it_refuses(folder):
+    """``loading.fits`` (the check on the worker thread, after the previous model was freed but
+    not yet given back): what fits passes; what does not is refused after ``release``."""
+    from ddx_llm.plugins.mlx.loading import fits
+
+    fits("small", folder, headroom_gb=0.5)
+    available = memory.memory_limits()[0][1] / 1e9
+    with pytest.raises(ModelUnavailable, match="does not fit"):
+        fits("small", folder, headroom_gb=available + 1)
