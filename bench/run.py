@@ -167,6 +167,7 @@ def main() -> None:
         "quick": args.quick,
         "command": " ".join(sys.argv),
     }
+    path = RESULTS / "results.json"
     runners = {"gateway": run_gateway, "streams": run_streams, "real": run_real, "swaps": run_swaps}
     for part in parts:
         log(f"== {part}")
@@ -178,7 +179,6 @@ def main() -> None:
             results.setdefault("failed_parts", {})[part] = repr(exc)
             continue
         results[part]["seconds"] = round(time.monotonic() - started, 1)
-        path = RESULTS / "results.json"
         path.write_text(json.dumps(results, indent=1, default=str))  # after every part
     results["seconds"] = round(sum(results[p]["seconds"] for p in parts if p in results), 1)
     path.write_text(json.dumps(results, indent=1, default=str))
