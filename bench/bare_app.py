@@ -1,8 +1,9 @@
 """The anchor of the gateway benchmark: a bare Starlette app returning ddx-llm's bytes.
 
 It serves the three routes the benchmark loads, with the bodies ddx-llm itself answered (the
-harness captures them from a ddx-llm server first and passes their file in
-``BENCH_BARE_FIXTURE``), and nothing else: no validation, no middleware, no events.
+harness captures them from a ddx-llm server first, or from the app in process for the
+``app`` part, and passes their file in ``BENCH_BARE_FIXTURE``), and nothing else: no
+validation, no middleware, no events.
 
 - ``POST /v1/chat/completions``: parses the JSON body (the least any handler of this API
   does); ``"stream": true`` answers ddx-llm's captured stream (one ``json.dumps`` per chunk, as

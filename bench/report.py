@@ -38,7 +38,8 @@ def machine_section(results: dict) -> list[str]:
         f"- {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB; {m['platform']}; "
         f"Python {m['python']}",
         f"- {versions}",
-        f"- gateway: {pinned}; real mode: unpinned (MLX uses both cores)",
+        f"- gateway: {pinned}; real mode: unpinned (MLX uses both cores)"
+        + ("; app: in process, unpinned" if "app" in results else ""),
         f"- run {results['started']}, `{results['command']}`"
         f"{' (quick)' if results.get('quick') else ''}, {results['seconds'] / 60:.0f} min",
         "",
@@ -104,6 +105,85 @@ def gateway_section(results: dict) -> list[str]:
                 lines.append(f"- {share * 100:.1f} % `{name}`")
             lines.append("")
     return lines
+
+
+def app_section(results: dict) -> list[str]:
+    """The app part: µs per request in process, per backend and route; each plugin's cost."""
+    app = results.get("app")
+    if not app:
+        return []
+    timing = app["timing"]
+    lines = [
+        "## The app alone: µs per request in process, no server",
+        "",
+        "The ASGI app called directly (a scope, a `receive` with the body, a `send` that counts), "
+        "sequential requests, each variant in a process of its own; the median of "
+        f"{timing['batches']} timed batches of about {timing['batch_seconds']} s after a "
+        f"{timing['warmup_seconds']} s warm-up.  These figures exclude the server: Hypercorn's "
+        "own per-request cost is what the gateway part adds on top.  `bare` = the bare Starlette "
+        "app sending ddx-llm's bytes, `off` = plugins disabled, `ddx` = all plugins and an API "
+        "key; spread = (slowest \u2212 fastest batch) / median, the widest of the three.",
+        "",
+        "| backend | route | bare µs | off µs | ddx µs | ddx/bare | spread |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    spreads = {(r["backend"], r["route"], r["variant"]): r["spread"] for r in app["runs"]}
+    for row in app["summary"]:
+        spread = max(
+            spreads.get((row["backend"], row["route"], v), 0.0) for v in ("bare", "off", "ddx")
+        )
+        lines.append(
+            f"| {row['backend']} | {row['route']} | {fmt(row['bare'], 1)} | {fmt(row['off'], 1)} "
+            f"| {fmt(row['ddx'], 1)} | **{fmt(row['ddx/bare'])}** | {spread * 100:.0f} % |"
+        )
+    lines += drift(app)
+    costs = app["plugin_cost_us"]
+    if costs:
+        routes = list(next(iter(costs.values())))
+        lines += [
+            "",
+            "Cost of each plugin (asyncio): µs/request = ddx \u2212 ddx without that plugin; a "
+            "difference within the runs' spread (or below zero) is noise.",
+            "",
+            "| plugin | " + " | ".join(f"{r} µs" for r in routes) + " |",
+            "|---|" + "---|" * len(routes),
+        ]
+        for plugin, found in costs.items():
+            lines.append(f"| {plugin} | " + " | ".join(fmt(found[r], 1) for r in routes) + " |")
+        total = [sum(c[r] or 0.0 for c in costs.values()) for r in routes]
+        together = {r["route"]: difference(r["ddx"], r["off"]) for r in asyncio_rows(app)}
+        lines.append("| sum of the above | " + " | ".join(fmt(t, 1) for t in total) + " |")
+        lines.append(
+            "| all together (ddx \u2212 off) | "
+            + " | ".join(fmt(together.get(r), 1) for r in routes)
+            + " |"
+        )
+    lines.append("")
+    return lines
+
+
+def asyncio_rows(app: dict) -> list[dict]:
+    return [r for r in app["summary"] if r["backend"] == "asyncio"]
+
+
+def drift(app: dict) -> list[str]:
+    """ddx on asyncio, measured first and again last: how far the machine drifted meanwhile."""
+    runs = [r for r in app["runs"] if r["backend"] == "asyncio" and r["variant"] == "ddx"]
+    routes = dict.fromkeys(r["route"] for r in runs)
+    pairs = {route: [r["us"] for r in runs if r["route"] == route] for route in routes}
+    shown = [
+        f"{route} {v[0]:.1f} \u2192 {v[-1]:.1f} µs" for route, v in pairs.items() if len(v) > 1
+    ]
+    if not shown:
+        return []
+    return [
+        "",
+        "ddx on asyncio, measured first and again last (the drift): " + ", ".join(shown) + ".",
+    ]
+
+
+def difference(ours: float | None, other: float | None) -> float | None:
+    return None if ours is None or other is None else ours - other
 
 
 def real_section(results: dict) -> list[str]:
@@ -216,7 +296,8 @@ def write(results: dict, folder: Path, markdown: Path) -> None:
         lines += [notes.read_text().strip(), ""]
     for image, caption in images:
         lines += [f"![{caption}](bench/results/{image.name})", ""]
-    lines += gateway_section(results) + real_section(results) + swaps_section(results)
+    lines += gateway_section(results) + app_section(results)
+    lines += real_section(results) + swaps_section(results)
     markdown.write_text("\n".join(lines).rstrip() + "\n")
 
 

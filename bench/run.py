@@ -2,13 +2,15 @@
 
     tox -e bench                      # everything (about 35 minutes on 2 cores)
     tox -e bench -- --quick           # one round each, shorter runs (about 10 minutes)
-    tox -e bench -- --parts gateway   # gateway, real, swaps, streams (comma-separated)
+    tox -e bench -- --parts gateway   # gateway, app, streams, real, swaps (comma-separated)
 
 Parts (loopback only, every server a process of its own):
 
 - ``gateway`` (:mod:`gateway`): ddx-llm with all plugins and an API key, with its plugins off,
   and a bare Starlette app returning the same bytes, on the same Hypercorn; h1 and h2c, two
   concurrencies, asyncio and trio workers; plus a py-spy profile of the saturated server;
+- ``app`` (:mod:`inprocess`): the ASGI app's own cost per request, in process (no server, no
+  sockets): bare, plugins off, all plugins, and all but one plugin for each plugin's cost;
 - ``streams``: memory per idle SSE stream, ddx-llm beside the bare app;
 - ``real`` (:mod:`realmode`): the bundled SmolLM2 on ddx-llm, ``mlx_lm.server`` and mlx-lm in
   process: decode, TTFT cold and cached, aggregate throughput, ``/health`` during prefill and
@@ -35,7 +37,7 @@ import common  # noqa: E402
 import gateway  # noqa: E402
 
 RESULTS = BENCH / "results"
-PARTS = ("gateway", "streams", "real", "swaps")
+PARTS = ("gateway", "app", "streams", "real", "swaps")
 
 
 def log(line: str) -> None:
@@ -57,6 +59,14 @@ def run_gateway(args: argparse.Namespace) -> dict:
     )
     profile = profiles.record_gateway(RESULTS, seconds=4 if quick else 8, log=log)
     return {"rows": rows, "summary": gateway.summarize(rows), "profile": profile}
+
+
+def run_app(args: argparse.Namespace) -> dict:
+    """The app part: µs per request of each variant in process (about 2 minutes; --quick under
+    one)."""
+    import inprocess
+
+    return inprocess.measure(args.quick, progress=log)
 
 
 def run_streams(args: argparse.Namespace) -> dict:
@@ -167,7 +177,14 @@ def main() -> None:
         "quick": args.quick,
         "command": " ".join(sys.argv),
     }
-    runners = {"gateway": run_gateway, "streams": run_streams, "real": run_real, "swaps": run_swaps}
+    path = RESULTS / "results.json"
+    runners = {
+        "gateway": run_gateway,
+        "app": run_app,
+        "streams": run_streams,
+        "real": run_real,
+        "swaps": run_swaps,
+    }
     for part in parts:
         log(f"== {part}")
         started = time.monotonic()
@@ -178,7 +195,6 @@ def main() -> None:
             results.setdefault("failed_parts", {})[part] = repr(exc)
             continue
         results[part]["seconds"] = round(time.monotonic() - started, 1)
-        path = RESULTS / "results.json"
         path.write_text(json.dumps(results, indent=1, default=str))  # after every part
     results["seconds"] = round(sum(results[p]["seconds"] for p in parts if p in results), 1)
     path.write_text(json.dumps(results, indent=1, default=str))
