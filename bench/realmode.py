@@ -99,8 +99,9 @@ def cold(text: str) -> list[dict]:
     ]
 
 
-def complete(url: str, messages: list[dict], tokens: int, *, stream: bool) -> dict:
-    """One greedy completion: text, completion tokens, start, first content and end times."""
+def complete(url: str, messages: list[dict], tokens: int, *, stream: bool, on_first=None) -> dict:
+    """One greedy completion: text, completion tokens, start, first content and end times.
+    ``on_first(time)`` is called as the first content arrives (streams only)."""
     # no "model": each server answers with the model it has loaded (mlx_lm.server would take
     # a registry id for a path or a Hugging Face repo to load)
     body = {"messages": messages, "temperature": 0, "max_tokens": tokens, "stream": stream}
@@ -130,6 +131,8 @@ def complete(url: str, messages: list[dict], tokens: int, *, stream: bool) -> di
             for choice in chunk.get("choices") or []:
                 if (choice.get("delta") or {}).get("content"):
                     last = time.perf_counter()
+                    if first is None and on_first is not None:
+                        on_first(last)
                     first = first or last
                     text.append(choice["delta"]["content"])
     ended = time.perf_counter()
@@ -288,8 +291,13 @@ def health_latency(url: str, long_prompt_words: int, tokens: int, log=print) -> 
     state = {"first": None, "done": False}
 
     def generate() -> None:
-        run = complete(url, cold("Summarize: " + text), tokens, stream=True)
-        state["first"], state["done"] = run["first"], True
+        try:  # the decode phase starts as the first piece arrives, not once the answer is over
+            complete(url, cold("Summarize: " + text), tokens, stream=True, on_first=first_piece)
+        finally:
+            state["done"] = True
+
+    def first_piece(at: float) -> None:
+        state["first"] = at
 
     thread = threading.Thread(target=generate)
     thread.start()
