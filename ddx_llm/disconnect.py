@@ -203,7 +203,10 @@ async def answer_until_disconnect(
       runs to its end without ever suspending (a mock or a cached reply on asyncio, where a
       send suspends only when the connection pushes back) had nothing a disconnect could
       interrupt.  Any wait — a queue slot, a model, a token, a send the client does not
-      read — starts it;
+      read — starts it, but for a wait in the last body message: a disconnect then is the
+      response's end, and the server ends that send itself when the client leaves
+      (Hypercorn's HTTP/2 waits there for every response to be written: a watcher per
+      request for nothing);
     - it ends by itself when all goes well: ASGI servers answer ``receive()`` with
       ``http.disconnect`` once the response is complete.  Only an answer that fails, or a
       server that says nothing within :data:`AFTER_ANSWER_SECONDS`, stops it.
@@ -236,7 +239,7 @@ async def answer_until_disconnect(
                 await anyio.lowlevel.checkpoint()  # raises the cancellation (unless shielded)
 
         def waits() -> None:
-            if not state.watching:
+            if not (state.watching or state.ending):
                 state.watching = True
                 tasks.start_soon(watcher.run)
 
@@ -281,7 +284,7 @@ async def _answer_in_own_group(
                 tg.cancel_scope.cancel()
 
         def waits() -> None:
-            if not state.watching:
+            if not (state.watching or state.ending):
                 state.watching = True
                 tg.start_soon(watch)
 

@@ -395,3 +395,21 @@ async def test_the_app_watchers_keep_no_task_after_the_request(watchers):
         await answer_until_disconnect(quiet.receive, quiet.send, answer_after_a_wait)
         await anyio.sleep(AFTER_ANSWER_SECONDS + 0.1)
     assert len(anyio.get_running_tasks()) == before
+
+
+async def test_a_wait_in_the_last_send_starts_no_watcher(watchers):
+    """HTTP/2 servers wait in the last send until the response is written: no watcher then."""
+    client = Client(spec=False)  # a watcher would wait for ever: none may start
+    before = len(anyio.get_running_tasks())
+    seen: list[int] = []
+
+    async def slow_last_send(message: dict) -> None:
+        if message["type"] == "http.response.body":
+            seen.append(len(anyio.get_running_tasks()))
+            await anyio.sleep(0.01)  # the server writes the response out
+        await client.send(message)
+
+    with anyio.fail_after(0.5):
+        assert await answer_until_disconnect(client.receive, slow_last_send, answer_ok) is False
+    await anyio.sleep(0.02)
+    assert seen == [before] and len(anyio.get_running_tasks()) == before
