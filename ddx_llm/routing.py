@@ -166,7 +166,8 @@ class DirectRouter:
         scope.setdefault("router", self.router)
         scope["route"] = route
         scope.update(child)
-        scope["path_params"] = dict(child["path_params"])  # the cached one stays as it was
+        if "path_params" in child:  # the cached one stays as it was
+            scope["path_params"] = dict(child["path_params"])
         await route.handle(scope, receive, send)
 
 
