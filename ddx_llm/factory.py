@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import sniffio
 from starlette.routing import BaseRoute, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -57,6 +58,11 @@ class DdxApp:
             return
         self.matcher.match(scope)
         WATCHERS.set(self.context.watchers)  # the request's task: its own copy of the context
+        if sniffio.current_async_library_cvar.get() is None:
+            # anyio asks sniffio which event loop runs on every call (a cancel scope, the
+            # clock); on asyncio sniffio finds out through current_task() each time unless the
+            # task says it, as anyio.run() does for its tasks — a server's request tasks do not
+            sniffio.current_async_library_cvar.set(sniffio.current_async_library())
         scope.setdefault("state", {})  # plugins may rely on it (request id, client identity)
         await self._guarded(scope, receive, send)
 
