@@ -117,62 +117,29 @@ async def run_until_disconnect(
     An exception of ``work()`` is raised as it is (not wrapped in an exception group).  The
     watcher starts at the work's first wait (none for work that never waits).
     """
-    watchers = WATCHERS.get()
-    tasks = watchers.group() if watchers is not None else None
-    if tasks is None:
-        return await _run_in_own_group(receive, work)
-    result: T | None = None
-    completed = False
-    with anyio.CancelScope() as scope:
-        watcher = _Watcher(receive, scope.cancel)
-        watching = False
 
-        def waits() -> None:
-            nonlocal watching
-            if not watching:
-                watching = True
-                tasks.start_soon(watcher.run)
+    async def run(tasks: TaskGroup) -> tuple[T | None, bool]:
+        result: T | None = None
+        completed = False
+        with anyio.CancelScope() as scope:
+            watcher = _Watcher(receive, scope.cancel)
+            watching = False
 
-        try:
-            result = await _Watched(work(), waits)
-            completed = True  # a disconnect noticed after this point came after the answer
-        finally:
-            if watching:
-                watcher.stop()
-    return (result, False) if completed else (None, True)
+            def waits() -> None:
+                nonlocal watching
+                if not watching:
+                    watching = True
+                    tasks.start_soon(watcher.run)
 
+            try:
+                result = await _Watched(work(), waits)
+                completed = True  # a disconnect noticed after this point came after the answer
+            finally:
+                if watching:
+                    watcher.stop()
+        return (result, False) if completed else (None, True)
 
-async def _run_in_own_group(
-    receive: Receive, work: Callable[[], Awaitable[T]]
-) -> tuple[T | None, bool]:
-    """:func:`run_until_disconnect` with a task group of its own (no :class:`Watchers`)."""
-    result: T | None = None
-    completed = False
-    watching = False
-    error: Exception | None = None
-
-    async with anyio.create_task_group() as tg:
-
-        async def watch() -> None:
-            await wait_for_disconnect(receive)
-            tg.cancel_scope.cancel()
-
-        def waits() -> None:
-            nonlocal watching
-            if not watching:
-                watching = True
-                tg.start_soon(watch)
-
-        try:
-            result = await _Watched(work(), waits)
-            completed = True
-        except Exception as exc:  # raised below, outside the task group that would wrap it
-            error = exc
-        if watching:
-            tg.cancel_scope.cancel()
-    if error is not None:
-        raise error
-    return (result, False) if completed else (None, True)
+    return await _with_watchers(run)
 
 
 AFTER_ANSWER_SECONDS = 1.0
@@ -211,96 +178,70 @@ async def answer_until_disconnect(
       ``http.disconnect`` once the response is complete.  Only an answer that fails, or a
       server that says nothing within :data:`AFTER_ANSWER_SECONDS`, stops it.
     """
+
+    async def run(tasks: TaskGroup) -> bool:
+        state = _Answering()
+        with anyio.CancelScope() as scope:
+
+            def gone() -> None:
+                if not (state.over or state.ending):
+                    state.left = True
+                    scope.cancel()
+
+            watcher = _Watcher(receive, gone)
+
+            async def tracked_send(message: Message) -> None:
+                if message["type"] == "http.response.body" and not message.get("more_body"):
+                    state.ending = True  # a disconnect from now on is the response's normal end
+                try:
+                    await send(message)
+                except OSError:
+                    # the client is gone and the server says so on a send (uvicorn, the test
+                    # client) before the watcher heard it: the same as its http.disconnect
+                    if not state.over:
+                        state.left = True
+                    scope.cancel()
+                    await anyio.lowlevel.checkpoint()  # raises the cancellation (if unshielded)
+
+            def waits() -> None:
+                if not (state.watching or state.ending):
+                    state.watching = True
+                    tasks.start_soon(watcher.run)
+
+            failed = True
+            try:
+                await _Watched(answer(tracked_send), waits)
+                failed = False
+            finally:
+                state.over = True
+                if state.watching:
+                    if state.ending and not failed:
+                        watcher.expire(AFTER_ANSWER_SECONDS)
+                    else:
+                        watcher.stop()
+        return state.left
+
+    return await _with_watchers(run)
+
+
+async def _with_watchers(run: Callable[[TaskGroup], Awaitable[T]]) -> T:
+    """``run(tasks)``, ``tasks`` being the task group to start the watcher in: the app's
+    (:data:`WATCHERS`), else one of this call's own, which then waits for its watcher to end
+    (stopped, or expired).  An exception of ``run`` is raised as it is, not wrapped in the
+    exception group of the task group."""
     watchers = WATCHERS.get()
     tasks = watchers.group() if watchers is not None else None
-    if tasks is None:
-        return await _answer_in_own_group(receive, send, answer)
-    state = _Answering()
-    with anyio.CancelScope() as scope:
-
-        def gone() -> None:
-            if not (state.over or state.ending):
-                state.left = True
-                scope.cancel()
-
-        watcher = _Watcher(receive, gone)
-
-        async def tracked_send(message: Message) -> None:
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
-                state.ending = True  # a disconnect from now on is the response's normal end
-            try:
-                await send(message)
-            except OSError:
-                # the client is gone and the server says so on a send (uvicorn, the test
-                # client) before the watcher heard it: the same as its http.disconnect
-                if not state.over:
-                    state.left = True
-                scope.cancel()
-                await anyio.lowlevel.checkpoint()  # raises the cancellation (unless shielded)
-
-        def waits() -> None:
-            if not (state.watching or state.ending):
-                state.watching = True
-                tasks.start_soon(watcher.run)
-
-        failed = True
-        try:
-            await _Watched(answer(tracked_send), waits)
-            failed = False
-        finally:
-            state.over = True
-            if state.watching:
-                if state.ending and not failed:
-                    watcher.expire(AFTER_ANSWER_SECONDS)
-                else:
-                    watcher.stop()
-    return state.left
-
-
-async def _answer_in_own_group(
-    receive: Receive, send: Send, answer: Callable[[Send], Awaitable[None]]
-) -> bool:
-    """:func:`answer_until_disconnect` with a task group of its own (no :class:`Watchers`)."""
-    state = _Answering()
-
+    if tasks is not None:
+        return await run(tasks)
     error: Exception | None = None
-    async with anyio.create_task_group() as tg:
-
-        async def tracked_send(message: Message) -> None:
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
-                state.ending = True
-            try:
-                await send(message)
-            except OSError:
-                if not state.over:
-                    state.left = True
-                tg.cancel_scope.cancel()
-                await anyio.lowlevel.checkpoint()
-
-        async def watch() -> None:
-            await wait_for_disconnect(receive)
-            if not (state.over or state.ending):
-                state.left = True
-                tg.cancel_scope.cancel()
-
-        def waits() -> None:
-            if not (state.watching or state.ending):
-                state.watching = True
-                tg.start_soon(watch)
-
+    async with anyio.create_task_group() as own:
         try:
-            await _Watched(answer(tracked_send), waits)
+            result = await run(own)
         except Exception as exc:  # raised below, outside the task group that would wrap it
             error = exc
-        state.over = True
-        if state.watching:
-            if state.ending and error is None:
-                tg.cancel_scope.deadline = anyio.current_time() + AFTER_ANSWER_SECONDS
-            else:
-                tg.cancel_scope.cancel()
     if error is not None:
         raise error
-    return state.left
+    return result
 
 
 class _Watched:
