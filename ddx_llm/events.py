@@ -224,16 +224,13 @@ class Observers:
     def takes(self, kind: type[Event]) -> bool:
         """Whether any implementation takes events of ``kind`` (an event nobody takes need
         not be made)."""
-        return bool(self._calls.get(kind) or self._plan(kind))
+        return bool(self._calls_for(kind))
 
     def deliver(self, event: Event) -> None:
         """Give ``event`` to every implementation that takes it; an observer's exception is
         logged, never raised, and never keeps the event from the others (a plain hook call
         stops at the first exception)."""
-        calls = self._calls.get(type(event))
-        if calls is None:
-            calls = self._plan(type(event))
-        for function, takes, plugin in calls:
+        for function, takes, plugin in self._calls_for(type(event)):
             try:
                 if takes is BOTH:
                     function(event, self._app)
@@ -244,6 +241,11 @@ class Observers:
                     function(**{name: arguments[name] for name in takes})
             except Exception:
                 logger.exception("observer %s raised on %s; ignored", plugin, type(event).__name__)
+
+    def _calls_for(self, kind: type[Event]) -> list[_Call]:
+        """The calls for events of ``kind``, planned at the first (an empty plan included)."""
+        calls = self._calls.get(kind)
+        return self._plan(kind) if calls is None else calls
 
     def _plan(self, kind: type[Event]) -> list[_Call]:
         calls = self._calls[kind] = [
