@@ -50,12 +50,17 @@ class Route(StarletteRoute):
         super().__init__(path, endpoint, **kwargs)
         self.protected = protected
         self.surface = surface
-        handler = endpoint
-        while isinstance(handler, functools.partial):
-            handler = handler.func
+        handler = _unwrapped(endpoint)
         plain = not kwargs.get("middleware") and kwargs.get("max_body_size") is None
         if plain and (inspect.isfunction(handler) or inspect.ismethod(handler)):
             self.app = request_response(endpoint)
+
+
+def _unwrapped(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """The function behind ``functools.partial`` layers, as Starlette looks at it."""
+    while isinstance(endpoint, functools.partial):
+        endpoint = endpoint.func
+    return endpoint
 
 
 def request_response(endpoint: Callable[..., Any]) -> ASGIApp:
@@ -63,10 +68,7 @@ def request_response(endpoint: Callable[..., Any]) -> ASGIApp:
     a thread when it is not async — without its exception-handler wrapper: a ddx-llm app has
     no Starlette exception handlers (the core's error layer answers every exception), so that
     wrapper would only re-raise, at the cost of a ``send`` wrapper on every message."""
-    handler = endpoint
-    while isinstance(handler, functools.partial):
-        handler = handler.func
-    asynchronous = inspect.iscoroutinefunction(handler)
+    asynchronous = inspect.iscoroutinefunction(_unwrapped(endpoint))
     call = endpoint if asynchronous else functools.partial(run_in_threadpool, endpoint)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
